@@ -1,0 +1,260 @@
+"""Gateway benchmark: what Kinema's HTTP + jobs + billing path adds on top of generation.
+
+In one run, on loopback:
+  (a) v1 round trip with the zero-cost ``static-image`` engine vs that engine alone (the same
+      engine + conform + encode work, called in-process): the added milliseconds at p50/p95;
+  (b) v2 submit throughput (requests/s at a fixed concurrency) vs a bare FastAPI endpoint that
+      does one SQLite insert per request, both served by uvicorn the same way.
+
+Prints a table and writes JSON (default bench/results/gateway.json). Bounded in count and time.
+Usage: python bench/gateway.py [--requests 300] [--concurrency 16] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SLUG = "kling-3-image2image"
+DEADLINE_S = 300  # hard bound on the whole run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def small_png() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_kinema(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    env = {**os.environ, "KINEMA_RATE_LIMIT__DEFAULT": "1000000/minute"}
+    base = [sys.executable, "-m", "kinema", "--data-dir", str(data_dir)]
+    key = subprocess.run(
+        [*base, "keys", "create", "--credits", "1000000"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        [*base, "serve", "--preset", "static", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, key
+
+
+def start_bare(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    code = BARE_APP.format(db=str(data_dir / "bare.db"), port=port)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+BARE_APP = """
+import aiosqlite, uuid, time, uvicorn
+from fastapi import FastAPI, Request
+app = FastAPI()
+state = {{}}
+@app.on_event("startup")
+async def up():
+    db = await aiosqlite.connect({db!r})
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, body TEXT, t REAL)")
+    state["db"] = db
+@app.post("/v2/{{slug}}")
+async def submit(slug: str, request: Request):
+    body = await request.body()
+    rid = str(uuid.uuid4())
+    db = state["db"]
+    await db.execute("INSERT INTO jobs VALUES (?, ?, ?)", (rid, body.decode(), time.time()))
+    await db.commit()
+    return {{"request_id": rid, "status": "QUEUED"}}
+@app.get("/healthz")
+async def health():
+    return {{"status": "ok"}}
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
+async def wait_healthy(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def engine_alone(image_b64: str, n: int) -> list[float]:
+    """The static engine + conform + encode, called directly (what x-generation-time covers)."""
+    from kinema.engines.base import Task
+    from kinema.engines.registry import LoadOptions, load_engine
+    from kinema.runners.execute import execute
+
+    engine = load_engine("static-image", LoadOptions(models_dir=Path(tempfile.mkdtemp())))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.png"
+        src.write_bytes(base64.b64decode(image_b64))
+        params = {"prompt": "x", "width": 1024, "height": 576, "output_format": "png", "seed": None}
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            execute(
+                {Task.IMAGE_TO_IMAGE: engine},
+                "image-to-image",
+                params,
+                {"image": str(src)},
+                Path(tmp),
+                lambda _p: None,
+            )
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+async def v1_round_trips(
+    url: str, key: str, image_b64: str, n: int
+) -> tuple[list[float], list[float]]:
+    body = {"image_url": image_b64, "prompt": "x"}
+    totals, gen = [], []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await client.post(f"{url}/v1/{SLUG}", json=body, headers={"x-api-key": key})
+            totals.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            gen.append(float(r.headers["x-generation-time"]))
+    return totals, gen
+
+
+async def submit_throughput(url: str, key: str, image_b64: str, n: int, conc: int) -> float:
+    body = {"image_url": image_b64, "prompt": "x"}
+    remaining = n
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=conc)) as client:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                r = await client.post(f"{url}/v2/{SLUG}", json=body, headers={"x-api-key": key})
+                r.raise_for_status()
+
+        for _ in range(min(20, n)):  # warm-up
+            await client.post(f"{url}/v2/{SLUG}", json=body, headers={"x-api-key": key})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        return n / (time.perf_counter() - t0)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    image = small_png()
+    with tempfile.TemporaryDirectory() as tmp:
+        kport, bport = free_port(), free_port()
+        kinema, key = start_kinema(Path(tmp) / "kinema", kport)
+        bare = start_bare(Path(tmp), bport)
+        try:
+            kurl, burl = f"http://127.0.0.1:{kport}", f"http://127.0.0.1:{bport}"
+            await asyncio.gather(wait_healthy(kurl), wait_healthy(burl))
+            alone = engine_alone(image, args.v1_requests)
+            await v1_round_trips(kurl, key, image, 10)  # warm-up
+            totals, gen = await v1_round_trips(kurl, key, image, args.v1_requests)
+            bare_rps = await submit_throughput(burl, "-", image, args.requests, args.concurrency)
+            kinema_rps = await submit_throughput(kurl, key, image, args.requests, args.concurrency)
+        finally:
+            for proc in (kinema, bare):
+                proc.terminate()
+                proc.wait(timeout=30)
+    added = [t - g for t, g in zip(totals, gen, strict=True)]
+    ms = 1000.0
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "v1": {
+            "requests": args.v1_requests,
+            "engine_alone_p50_ms": statistics.median(alone) * ms,
+            "round_trip_p50_ms": statistics.median(totals) * ms,
+            "round_trip_p95_ms": percentile(totals, 0.95) * ms,
+            "generation_p50_ms": statistics.median(gen) * ms,
+            "added_p50_ms": statistics.median(added) * ms,
+            "added_p95_ms": percentile(added, 0.95) * ms,
+            "target_added_p50_ms": 3.0,
+        },
+        "v2_submit": {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "bare_rps": bare_rps,
+            "kinema_rps": kinema_rps,
+            "ratio": kinema_rps / bare_rps,
+            "target_ratio": 0.5,
+        },
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    v1, v2 = result["v1"], result["v2_submit"]
+    rows = [
+        ("v1 engine alone p50 (ms)", f"{v1['engine_alone_p50_ms']:.2f}", ""),
+        ("v1 round trip p50 (ms)", f"{v1['round_trip_p50_ms']:.2f}", ""),
+        ("v1 generation (x-generation-time) p50 (ms)", f"{v1['generation_p50_ms']:.2f}", ""),
+        ("v1 added by the gateway p50 (ms)", f"{v1['added_p50_ms']:.2f}", "target ≤ 3"),
+        ("v1 added by the gateway p95 (ms)", f"{v1['added_p95_ms']:.2f}", ""),
+        (
+            f"v2 submit, bare FastAPI+SQLite insert (req/s, c={v2['concurrency']})",
+            f"{v2['bare_rps']:.0f}",
+            "",
+        ),
+        (f"v2 submit, Kinema (req/s, c={v2['concurrency']})", f"{v2['kinema_rps']:.0f}", ""),
+        ("v2 submit ratio Kinema / bare", f"{v2['ratio']:.2f}", "target ≥ 0.50"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--v1-requests", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    args = parser.parse_args()
+    result = asyncio.run(asyncio.wait_for(run(args), DEADLINE_S))
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m kinema`` = the ``kinema`` command."""
+
+from kinema.cli import main
+
+main()

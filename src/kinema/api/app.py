@@ -1,0 +1,58 @@
+"""The app factory: settings in, a FastAPI app out. No clients or engines exist before the
+lifespan starts; the API process never imports torch or diffusers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kinema import __version__
+from kinema.api import errors
+from kinema.api import routes as generation_routes
+from kinema.api.lifespan import services
+from kinema.billing import routes as billing_routes
+from kinema.jobs import routes as job_routes
+from kinema.runners.base import Runner
+from kinema.settings import Settings
+from kinema.storage import routes as storage_routes
+
+PUBLIC_ROUTES = frozenset(
+    {
+        "/healthz",
+        "/v1/files/{key:path}",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
+)
+"""Routes that take no API key (a test fails on any other route that does not authenticate)."""
+
+
+def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with services(settings, runner) as svc:
+            app.state.services = svc
+            yield
+
+    app = FastAPI(
+        title="Kinema",
+        version=__version__,
+        lifespan=lifespan,
+        description="Self-hosted image-to-video and image-to-image behind the hosted contract.",
+    )
+    errors.install(app)
+    # Order matters: the fixed /v1 paths must match before /v1/{slug}.
+    app.include_router(billing_routes.router)
+    app.include_router(job_routes.router)
+    app.include_router(storage_routes.router)
+    app.include_router(generation_routes.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

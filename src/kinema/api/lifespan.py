@@ -1,0 +1,85 @@
+"""Building and tearing down the services (database, storage, runner, dispatcher) for one app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from kinema.api.deps import Services
+from kinema.api.endpoints import ENDPOINTS
+from kinema.api.service import GenerationService, fetch_policy
+from kinema.billing.ratelimit import RateLimiter
+from kinema.billing.service import KeyService
+from kinema.engines.registry import LoadOptions
+from kinema.jobs.dispatcher import Dispatcher
+from kinema.jobs.notify import Notifier
+from kinema.jobs.retention import run_periodically
+from kinema.jobs.service import JobService
+from kinema.media.fetch import guarded_client
+from kinema.runners.base import Runner
+from kinema.runners.local import LocalRunner
+from kinema.settings import Settings
+from kinema.storage.local import LocalStorage
+from kinema.store.db import create_engine, migrate
+
+
+def local_runner(settings: Settings) -> LocalRunner:
+    engines = settings.engines
+    options = LoadOptions(
+        models_dir=settings.models_dir,
+        device=engines.device,
+        dtype=engines.dtype,
+        cpu_offload=engines.cpu_offload,
+        vae_tiling=engines.vae_tiling,
+        num_inference_steps=engines.num_inference_steps,
+    )
+    return LocalRunner(
+        list(engines.resolved_presets()),
+        options,
+        workers=engines.workers,
+        startup_timeout_s=engines.startup_timeout_s,
+        plugins=engines.plugins,
+    )
+
+
+@contextlib.asynccontextmanager
+async def services(settings: Settings, runner: Runner | None = None) -> AsyncIterator[Services]:
+    """Everything an app needs; ``runner`` may be injected (tests share one across apps) and is
+    then neither started nor closed here."""
+    secret = settings.secret()
+    db = create_engine(settings.database_url, echo=settings.database.echo)
+    await migrate(db)
+    own_runner = runner is None
+    runner = runner or local_runner(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(db.dispose)
+        if own_runner:
+            await runner.start()
+            stack.push_async_callback(runner.close)
+        policy = fetch_policy(settings)
+        http = await stack.enter_async_context(guarded_client(policy))
+        storage = LocalStorage(settings.storage_path, secret)
+        keys = KeyService(db, secret)
+        jobs = JobService(db, settings, Notifier())
+        limiter = RateLimiter(settings.rate_limit.default, settings.rate_limit.storage_url)
+        generation = GenerationService(settings, keys, jobs, limiter, storage, http, policy)
+        tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
+        dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs, tasks=tasks)
+        dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+        cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
+        stack.callback(cleanup.cancel)
+        yield Services(
+            settings=settings,
+            secret=secret,
+            db=db,
+            keys=keys,
+            jobs=jobs,
+            limiter=limiter,
+            storage=storage,
+            http=http,
+            generation=generation,
+            runner=runner,
+            dispatcher=dispatcher,
+        )

@@ -1,0 +1,98 @@
+"""The two hosted request paths for every model slug: v1 (sync: answers the media) and v2
+(async: answers a request id at once)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+
+from kinema.api.deps import Services, api_key, base_url, services
+from kinema.api.headers import generation_headers
+from kinema.api.schemas import AsyncSubmitResponse, ErrorResponse
+from kinema.api.service import Submission
+from kinema.errors import BackendUnavailable, GenerationTimeout, KinemaError
+from kinema.jobs.models import Status
+from kinema.jobs.service import WORKER_LOST
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 406, 410, 429, 500, 502, 504)
+}
+SvcDep = Annotated[Services, Depends(services)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+async def _submit(
+    request: Request, svc: Services, slug: str, *, sync: bool, idempotency_key: str | None = None
+) -> tuple[Submission, Any]:
+    return await svc.generation.submit(
+        slug,
+        content_type=request.headers.get("content-type"),
+        api_key=api_key(request),
+        body=await request.body(),
+        sync=sync,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.post(
+    "/v1/{slug}",
+    responses={200: {"content": {"video/mp4": {}, "image/png": {}}}, **ERRORS},
+    summary="Generate and wait (sync): answers the media bytes",
+)
+async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
+    sub, parsed = await _submit(request, svc, slug, sync=True)
+    job = await svc.jobs.wait_final(sub.job.id, svc.settings.server.sync_timeout_s)
+    if not job.status.final:
+        await svc.jobs.cancel(job, reason="generation timed out (sync wait)")
+        raise GenerationTimeout(
+            f"generation did not finish within {svc.settings.server.sync_timeout_s:g} s; "
+            "it was cancelled and refunded (use the v2 endpoint for long generations)"
+        )
+    balance = await svc.keys.balance(sub.key.id)
+    headers = generation_headers(job, balance, sub.rate)
+    if job.status is Status.FAILED:
+        raise _sync_failure(job.error or "generation failed", headers)
+    assert job.output_key is not None and job.output_content_type is not None
+    data = await svc.storage.get_bytes(job.output_key)
+    if getattr(parsed, "base64", False):
+        encoded = base64.b64encode(data).decode()
+        return JSONResponse({sub.endpoint.base64_field: encoded}, headers=headers)
+    return Response(data, media_type=job.output_content_type, headers=headers)
+
+
+def _sync_failure(error: str, headers: dict[str, str]) -> KinemaError:
+    """A sync generation that failed after acceptance (already refunded): 502 when no worker
+    could run it, 500 otherwise; the 422 of a failed request is the async path's."""
+    failure = BackendUnavailable(error) if error.startswith(WORKER_LOST) else KinemaError(error)
+    failure.headers = headers
+    return failure
+
+
+@router.post(
+    "/v2/{slug}",
+    response_model=AsyncSubmitResponse,
+    responses=ERRORS,
+    summary="Submit (async): answers a request id at once",
+)
+async def generate_async(
+    slug: str, request: Request, svc: SvcDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    sub, _ = await _submit(request, svc, slug, sync=False, idempotency_key=idempotency_key)
+    root = base_url(request, svc.settings)
+    balance = await svc.keys.balance(sub.key.id)
+    job_id = sub.job.id
+    body = AsyncSubmitResponse(
+        request_id=job_id,
+        status=sub.job.status.value,
+        poll_url=f"{root}/v1/requests/{job_id}",
+        status_url=f"{root}/v2/requests/{job_id}/status",
+        response_url=f"{root}/v2/requests/{job_id}",
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), headers=generation_headers(sub.job, balance, sub.rate)
+    )

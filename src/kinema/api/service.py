@@ -1,0 +1,159 @@
+"""Submitting a generation: the steps every request goes through, sync or async.
+
+content type (406) → key (401/403) → rate limit (429) → body (400) → input media fetched and
+verified (400) → price reserved + job inserted in one transaction (406).
+Auth comes before the body so that unauthenticated callers cannot make the server fetch URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kinema.api.endpoints import ENDPOINTS, Endpoint, MediaRef, MediaRefs
+from kinema.api.validation import parse_body
+from kinema.billing.ratelimit import RateLimiter, RateState
+from kinema.billing.repository import KeyRecord
+from kinema.billing.service import KeyService
+from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
+from kinema.jobs.models import Job, NewJob
+from kinema.jobs.service import JobService
+from kinema.media.fetch import FetchPolicy, load_media
+from kinema.media.images import decode_image
+from kinema.settings import Settings
+from kinema.storage.base import Storage
+
+# Paths under /v1 that are not models: a POST there is a wrong method, not an unknown model.
+RESERVED = frozenset({"get-user-credits", "requests", "files"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    key: KeyRecord
+    rate: RateState
+    endpoint: Endpoint
+    created: bool
+
+
+class GenerationService:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyService,
+        jobs: JobService,
+        limiter: RateLimiter,
+        storage: Storage,
+        http: httpx.AsyncClient,
+        policy: FetchPolicy,
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._jobs = jobs
+        self._limiter = limiter
+        self._storage = storage
+        self._http = http
+        """Must come from :func:`guarded_client` (it enforces the address policy on connect)."""
+        self._policy = policy
+
+    def endpoint(self, slug: str) -> Endpoint:
+        if slug in self._settings.retired_models:
+            raise Gone(f"model {slug} has been retired by the operator")
+        if slug in RESERVED:
+            raise MethodNotAllowed(f"method not allowed on /v1/{slug}")
+        try:
+            return ENDPOINTS[slug]
+        except KeyError:
+            raise NotFound(f"model {slug} not found") from None
+
+    async def submit(
+        self,
+        slug: str,
+        *,
+        content_type: str | None,
+        api_key: str | None,
+        body: bytes,
+        sync: bool,
+        idempotency_key: str | None = None,
+    ) -> tuple[Submission, Any]:
+        endpoint = self.endpoint(slug)
+        if not _is_json(content_type):
+            raise NotAcceptable(
+                f"Content-Type must be application/json (got {content_type or 'none'})"
+            )
+        key = await self._keys.authenticate(api_key, model=slug)
+        rate = await self._limiter.hit(key.id, key.rate_limit)
+        request = parse_body(endpoint.request_model, body)
+        endpoint.check(request)
+        new = NewJob(
+            id=str(uuid.uuid4()),
+            key_id=key.id,
+            model=slug,
+            params=endpoint.params(request),
+            inputs={},
+            price_micros=endpoint.price(request, self._settings.billing),
+            sync=sync,
+            idempotency_key=idempotency_key,
+            request_hash=hashlib.sha256(slug.encode() + b"\n" + body).hexdigest(),
+        )
+        if idempotency_key:
+            earlier = await self._jobs.replay(new)
+            if earlier is not None:
+                return Submission(earlier, key, rate, endpoint, created=False), request
+        inputs = await self._store_inputs(new.id, endpoint.media(request))
+        try:
+            job, created = await self._jobs.submit(_with_inputs(new, inputs))
+        except BaseException:
+            await self._storage.delete_prefix(f"inputs/{new.id}")
+            raise
+        if not created:
+            await self._storage.delete_prefix(f"inputs/{new.id}")
+        return Submission(job, key, rate, endpoint, created), request
+
+    async def _store_inputs(self, job_id: str, refs: MediaRefs) -> dict[str, Any]:
+        """Fetch and verify every input image concurrently, then keep them with the job so a
+        retry after a restart needs no second fetch."""
+        blobs = await asyncio.gather(*(self._fetch(ref) for ref in refs))
+        stored: dict[str, Any] = {}
+        try:
+            for n, (ref, data) in enumerate(zip(refs, blobs, strict=True)):
+                key = f"inputs/{job_id}/{n:02d}-{ref.name}"
+                await self._storage.put_bytes(key, data, "application/octet-stream")
+                if ref.many:
+                    stored.setdefault(ref.name, []).append(key)
+                else:
+                    stored[ref.name] = key
+        except BaseException:
+            await self._storage.delete_prefix(f"inputs/{job_id}")
+            raise
+        return stored
+
+    async def _fetch(self, ref: MediaRef) -> bytes:
+        data = await load_media(ref.value, field=ref.field, policy=self._policy, client=self._http)
+        await asyncio.to_thread(
+            decode_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
+        )
+        return data
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.fetch.max_bytes,
+        timeout_s=settings.fetch.timeout_s,
+        allow_hosts=tuple(settings.fetch.allow_hosts),
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _with_inputs(new: NewJob, inputs: dict[str, Any]) -> NewJob:
+    return NewJob(**{**new.__dict__, "inputs": inputs})

@@ -1,0 +1,72 @@
+"""Per-key rate limits: one rule per key (the key's own, else the default), enforced with the
+``limits`` library's moving window over memory (one process) or Redis (shared by replicas)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from kinema.errors import InvalidRequest, RateLimited
+
+
+@dataclass(frozen=True)
+class RateState:
+    remaining: int
+    reset_at: float
+    """UNIX time at which the tightest window frees a slot."""
+
+    def headers(self) -> dict[str, str]:
+        reset = datetime.fromtimestamp(self.reset_at, tz=UTC)
+        return {
+            "x-rate-limit-remaining": str(self.remaining),
+            "x-rate-limit-reset-at-utc": reset.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+
+@lru_cache(maxsize=256)
+def parse_rule(rule: str) -> tuple[RateLimitItem, ...]:
+    try:
+        items = tuple(parse_many(rule))
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid rate limit {rule!r}: {exc}") from exc
+    if not items:
+        raise InvalidRequest(f"invalid rate limit {rule!r}")
+    return items
+
+
+class RateLimiter:
+    def __init__(self, default_rule: str, storage_url: str, *, key_prefix: str = "kinema") -> None:
+        parse_rule(default_rule)
+        self._default = default_rule
+        url = storage_url if storage_url.startswith("async+") else "async+" + storage_url
+        options: dict[str, str] = (
+            {} if url.startswith("async+memory") else {"key_prefix": key_prefix}
+        )
+        self._storage = storage_from_string(url, **options)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    async def hit(self, key_id: str, rule: str | None) -> RateState:
+        """Count one request; raise :class:`RateLimited` (with Retry-After) when over the limit."""
+        items = parse_rule(rule or self._default)
+        for item in items:
+            if not await self._limiter.hit(item, key_id):
+                state = await self._state(items, key_id)
+                retry = max(1, math.ceil(state.reset_at - time.time()))
+                error = RateLimited(
+                    f"rate limit exceeded ({item}); retry in {retry} s", retry_after=retry
+                )
+                error.headers = state.headers()
+                raise error
+        return await self._state(items, key_id)
+
+    async def _state(self, items: tuple[RateLimitItem, ...], key_id: str) -> RateState:
+        stats = [await self._limiter.get_window_stats(item, key_id) for item in items]
+        tightest = min(stats, key=lambda s: (s.remaining, s.reset_time))
+        return RateState(remaining=max(0, tightest.remaining), reset_at=tightest.reset_time)

@@ -1,0 +1,166 @@
+"""SQL for keys and the credit ledger. Every function takes an open connection so that callers
+compose them into one transaction (reserve + insert job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kinema.store.tables import api_keys, credit_ledger
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    prefix: str
+    balance_micros: int
+    rate_limit: str | None
+    models: list[str] | None
+    created_at: float
+    revoked_at: float | None
+
+    def permits(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+def _record(row: Any) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        balance_micros=row.balance_micros,
+        rate_limit=row.rate_limit,
+        models=row.models,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+async def insert_key(conn: AsyncConnection, record: KeyRecord, key_hash: str) -> None:
+    await conn.execute(
+        insert(api_keys).values(
+            id=record.id,
+            name=record.name,
+            prefix=record.prefix,
+            key_hash=key_hash,
+            balance_micros=0,
+            rate_limit=record.rate_limit,
+            models=record.models,
+            created_at=record.created_at,
+        )
+    )
+
+
+async def by_hash(conn: AsyncConnection, key_hash: str) -> KeyRecord | None:
+    row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+    return _record(row) if row else None
+
+
+async def by_id(conn: AsyncConnection, key_id: str) -> KeyRecord | None:
+    row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return _record(row) if row else None
+
+
+async def by_prefix(conn: AsyncConnection, prefix: str) -> list[KeyRecord]:
+    rows = await conn.execute(select(api_keys).where(api_keys.c.prefix.startswith(prefix)))
+    return [_record(r) for r in rows]
+
+
+async def all_keys(conn: AsyncConnection) -> list[KeyRecord]:
+    rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+    return [_record(r) for r in rows]
+
+
+async def revoke(conn: AsyncConnection, key_id: str, now: float) -> bool:
+    result = await conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return result.rowcount == 1
+
+
+async def balance(conn: AsyncConnection, key_id: str) -> int:
+    value = await conn.scalar(select(api_keys.c.balance_micros).where(api_keys.c.id == key_id))
+    return int(value or 0)
+
+
+async def _move(
+    conn: AsyncConnection,
+    key_id: str,
+    amount: int,
+    *,
+    kind: str,
+    now: float,
+    job_id: str | None = None,
+    note: str = "",
+    require_cover: bool = False,
+) -> int | None:
+    """Add ``amount`` (negative to take) to the balance and append the ledger row.
+    With ``require_cover`` the move happens only if the balance stays ≥ 0; returns None if not."""
+    stmt = update(api_keys).where(api_keys.c.id == key_id)
+    if require_cover:
+        stmt = stmt.where(api_keys.c.balance_micros + amount >= 0)
+    result = await conn.execute(
+        stmt.values(balance_micros=api_keys.c.balance_micros + amount).returning(
+            api_keys.c.balance_micros
+        )
+    )
+    row = result.first()
+    if row is None:
+        return None
+    after = int(row[0])
+    await conn.execute(
+        insert(credit_ledger).values(
+            key_id=key_id,
+            job_id=job_id,
+            kind=kind,
+            amount_micros=amount,
+            balance_after_micros=after,
+            note=note,
+            created_at=now,
+        )
+    )
+    return after
+
+
+async def grant(conn: AsyncConnection, key_id: str, amount: int, *, now: float, note: str) -> int:
+    after = await _move(conn, key_id, amount, kind="grant", now=now, note=note)
+    if after is None:
+        raise LookupError(key_id)
+    return after
+
+
+async def reserve(
+    conn: AsyncConnection, key_id: str, job_id: str, amount: int, *, now: float
+) -> int | None:
+    """Take the price of a job; None when the balance cannot cover it."""
+    return await _move(
+        conn, key_id, -amount, kind="reserve", job_id=job_id, now=now, require_cover=True
+    )
+
+
+async def refund(
+    conn: AsyncConnection, key_id: str, job_id: str, amount: int, *, now: float, note: str
+) -> int | None:
+    """Give a job's reservation back, once: a second refund of the same job does nothing."""
+    already = await conn.scalar(
+        select(exists().where(credit_ledger.c.job_id == job_id, credit_ledger.c.kind == "refund"))
+    )
+    if already:
+        return None
+    return await _move(conn, key_id, amount, kind="refund", job_id=job_id, now=now, note=note[:200])
+
+
+async def ledger_sum(conn: AsyncConnection, key_id: str) -> int:
+    """Sum of every ledger row of a key; equals the balance (a test checks the invariant)."""
+    value = await conn.scalar(
+        select(func.coalesce(func.sum(credit_ledger.c.amount_micros), 0)).where(
+            credit_ledger.c.key_id == key_id
+        )
+    )
+    return int(value or 0)

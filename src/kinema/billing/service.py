@@ -1,0 +1,101 @@
+"""Keys and credits as use cases: create, authenticate, revoke, grant, balance."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kinema.billing import repository as repo
+from kinema.billing.keys import display_prefix, generate_key, hash_key, to_micros
+from kinema.billing.repository import KeyRecord
+from kinema.errors import Forbidden, NotFound, Unauthorized
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str
+    """The secret itself: shown once, never stored."""
+    record: KeyRecord
+
+
+class KeyService:
+    def __init__(self, db: AsyncEngine, secret: bytes) -> None:
+        self._db = db
+        self._secret = secret
+
+    async def create(
+        self,
+        *,
+        name: str = "",
+        credits: float = 0.0,
+        rate_limit: str | None = None,
+        models: list[str] | None = None,
+    ) -> NewKey:
+        key = generate_key()
+        now = time.time()
+        record = KeyRecord(
+            id="key_" + uuid.uuid4().hex[:20],
+            name=name,
+            prefix=display_prefix(key),
+            balance_micros=to_micros(credits),
+            rate_limit=rate_limit,
+            models=models,
+            created_at=now,
+            revoked_at=None,
+        )
+        async with self._db.begin() as conn:
+            await repo.insert_key(conn, record, hash_key(key, self._secret))
+            if record.balance_micros:
+                await repo.grant(
+                    conn, record.id, record.balance_micros, now=now, note="initial credits"
+                )
+        return NewKey(key=key, record=record)
+
+    async def authenticate(self, key: str | None, model: str | None = None) -> KeyRecord:
+        """The key's record; 401 when missing/unknown/revoked, 403 when not allowed ``model``."""
+        if not key:
+            raise Unauthorized("missing API key: send it in the x-api-key header")
+        async with self._db.connect() as conn:
+            record = await repo.by_hash(conn, hash_key(key, self._secret))
+        if record is None:
+            raise Unauthorized("invalid API key")
+        if record.revoked_at is not None:
+            raise Unauthorized("this API key has been revoked")
+        if model is not None and not record.permits(model):
+            raise Forbidden(f"this API key is not permitted to use {model}")
+        return record
+
+    async def resolve(self, ref: str) -> KeyRecord:
+        """A key by its secret, its id (``key_…``) or a unique display prefix (CLI use)."""
+        async with self._db.connect() as conn:
+            record = await repo.by_hash(conn, hash_key(ref, self._secret))
+            record = record or await repo.by_id(conn, ref)
+            if record is None and len(ref) >= 6:
+                matches = await repo.by_prefix(conn, ref)
+                record = matches[0] if len(matches) == 1 else None
+        if record is None:
+            raise NotFound(f"no API key matches {ref!r}")
+        return record
+
+    async def list(self) -> list[KeyRecord]:
+        async with self._db.connect() as conn:
+            return await repo.all_keys(conn)
+
+    async def revoke(self, ref: str) -> KeyRecord:
+        record = await self.resolve(ref)
+        async with self._db.begin() as conn:
+            await repo.revoke(conn, record.id, time.time())
+        return record
+
+    async def add_credits(self, ref: str, credits: float, note: str = "operator grant") -> int:
+        """Grant (or, negative, take) credits; returns the new balance in micro-credits."""
+        record = await self.resolve(ref)
+        async with self._db.begin() as conn:
+            return await repo.grant(conn, record.id, to_micros(credits), now=time.time(), note=note)
+
+    async def balance(self, key_id: str) -> int:
+        async with self._db.connect() as conn:
+            return await repo.balance(conn, key_id)

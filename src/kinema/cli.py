@@ -1,0 +1,180 @@
+"""The ``kinema`` command: serve the API, manage keys and credits."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from kinema.billing.keys import from_micros
+from kinema.billing.service import KeyService
+from kinema.errors import KinemaError
+from kinema.settings import Settings, load_settings
+from kinema.store.db import create_engine, migrate
+
+T = TypeVar("T")
+
+
+@click.group()
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="TOML settings file (else $KINEMA_CONFIG).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the database, outputs and models live (default ./kinema-data).",
+)
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+    """Kinema: self-hosted image-to-video and image-to-image behind the hosted API contract."""
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    ctx.obj = load_settings(config, **overrides)
+
+
+@main.command()
+@click.option("--host", help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8000).")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "static", "custom"]),
+    help="Engines: tiny (random-weight diffusers models on CPU), static (no torch), "
+    "custom (engines.video_preset / engines.image_preset).",
+)
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, preset: str | None) -> None:
+    """Run the API with its in-process runner (embedded defaults: SQLite, local files)."""
+    import uvicorn
+
+    from kinema.api.app import create_app
+
+    server = settings.server.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
+    settings = settings.model_copy(update={"server": server, "engines": engines})
+    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info")
+
+
+@main.command("migrate")
+@click.pass_obj
+def migrate_cmd(settings: Settings) -> None:
+    """Create or upgrade the database schema."""
+
+    async def run() -> None:
+        db = create_engine(settings.database_url)
+        await migrate(db)
+        await db.dispose()
+
+    asyncio.run(run())
+    click.echo(f"database at the newest schema: {settings.database_url}")
+
+
+def _with_keys(settings: Settings, action: Callable[[KeyService], Awaitable[T]]) -> T:
+    async def run() -> T:
+        db = create_engine(settings.database_url)
+        try:
+            await migrate(db)
+            return await action(KeyService(db, settings.secret()))
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except KinemaError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--credits", "credits_", type=float, default=None, help="Starting credits.")
+@click.option("--rate-limit", default=None, help="Per-key limit, e.g. '10/minute;500/day'.")
+@click.option("--model", "models", multiple=True, help="Restrict to these model slugs.")
+@click.pass_obj
+def keys_create(
+    settings: Settings,
+    name: str,
+    credits_: float | None,
+    rate_limit: str | None,
+    models: tuple[str, ...],
+) -> None:
+    """Create a key and print it (shown this once only)."""
+    from kinema.billing.ratelimit import parse_rule
+
+    if rate_limit:
+        try:
+            parse_rule(rate_limit)
+        except KinemaError as exc:
+            raise click.BadParameter(exc.message, param_hint="--rate-limit") from exc
+    amount = settings.billing.default_credits if credits_ is None else credits_
+    new = _with_keys(
+        settings,
+        lambda k: k.create(
+            name=name, credits=amount, rate_limit=rate_limit, models=list(models) or None
+        ),
+    )
+    click.echo(new.key)
+    click.echo(
+        f"id {new.record.id}, {amount:g} credits; store the key now, it is not shown again",
+        err=True,
+    )
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(settings: Settings) -> None:
+    """List keys (prefix, name, balance, state)."""
+    for record in _with_keys(settings, lambda k: k.list()):
+        state = "revoked" if record.revoked_at else "active"
+        created = dt.datetime.fromtimestamp(record.created_at, tz=dt.UTC).strftime("%Y-%m-%d")
+        click.echo(
+            f"{record.id}  {record.prefix}…  {record.name or '-':<16} "
+            f"{from_micros(record.balance_micros):>12.4f}  {state:<8} {created}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key")
+@click.pass_obj
+def keys_revoke(settings: Settings, key: str) -> None:
+    """Revoke KEY (the key, its id or its shown prefix)."""
+    record = _with_keys(settings, lambda k: k.revoke(key))
+    click.echo(f"revoked {record.id} ({record.prefix}…)")
+
+
+@main.group()
+def credits() -> None:
+    """Grant credits and show balances."""
+
+
+@credits.command("add")
+@click.argument("key")
+@click.argument("amount", type=float)
+@click.option("--note", default="operator grant")
+@click.pass_obj
+def credits_add(settings: Settings, key: str, amount: float, note: str) -> None:
+    """Add AMOUNT credits to KEY (negative to take)."""
+    balance = _with_keys(settings, lambda k: k.add_credits(key, amount, note))
+    click.echo(f"{from_micros(balance):g}")
+
+
+@credits.command("show")
+@click.argument("key")
+@click.pass_obj
+def credits_show(settings: Settings, key: str) -> None:
+    """Print KEY's balance."""
+
+    async def show(k: KeyService) -> int:
+        return (await k.resolve(key)).balance_micros
+
+    click.echo(f"{from_micros(_with_keys(settings, show)):g}")

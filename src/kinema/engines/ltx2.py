@@ -1,0 +1,211 @@
+"""LTX-2 image → video with synchronized audio, over diffusers' ``LTX2ConditionPipeline``.
+
+The start image conditions frame 0; an end image is a keyframe at the last frame the contract
+keeps. Distilled settings throughout: every extra guidance knob is off so that each denoising step
+is exactly one transformer pass (see :data:`DISTILLED_GUIDANCE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
+    LTX2ConditionPipeline,
+    LTX2VideoCondition,
+)
+from PIL import Image
+
+from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
+from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
+from kinema.engines.geometry import grid_frame_count, working_size
+from kinema.engines.presets import TINY_LTX2
+from kinema.engines.registry import LoadOptions
+from kinema.engines.tiny import build_tiny_ltx2
+from kinema.media.images import fit_image
+
+DISTILLED_GUIDANCE: dict[str, float] = {
+    "guidance_scale": 1.0,
+    "stg_scale": 0.0,
+    "modality_scale": 1.0,
+    "guidance_rescale": 0.0,
+    # The pipeline replaces a falsy audio value (0 or None) with the video one, so 0 never means
+    # "off" for audio; each is set explicitly to its own neutral value instead.
+    "audio_guidance_scale": 1.0,
+    "audio_stg_scale": 0.0,
+    "audio_modality_scale": 1.0,
+    "audio_guidance_rescale": 0.0,
+}
+"""Guidance for distilled weights: no CFG, no STG, no modality isolation → one pass per step."""
+
+
+@dataclass(frozen=True)
+class LTX2Settings:
+    """Per-preset knobs that are not capabilities (the API never needs them)."""
+
+    steps: int = 8
+    """Denoising steps unless :attr:`LoadOptions.num_inference_steps` overrides them."""
+    max_sequence_length: int = 1024
+    """Prompt tokens fed to the text encoder."""
+    image_crf: int | None = None
+    """H.264 CRF the conditioning images are re-compressed at (the model was trained on such
+    frames). ``None`` is the model's own default; ``0`` skips the round trip through PyAV."""
+
+
+TINY_SETTINGS = LTX2Settings(steps=2, max_sequence_length=16, image_crf=0)
+
+
+class PixelKeyframeLTX2Pipeline(LTX2ConditionPipeline):
+    """``LTX2ConditionPipeline`` that can place its keyframe condition at an exact pixel frame.
+
+    diffusers reads a condition's ``index`` as a *latent* frame and puts a keyframe at pixel frame
+    ``(index - 1) * 8 + 1``, so ``index=-1`` lands on frame ``num_frames - 8`` and no latent index
+    reaches the true last frame. Keyframes are appended tokens whose only tie to time is their
+    positional coordinates, and the reference LTX-2 code takes a pixel frame for them; overriding
+    the coordinates is therefore the whole fix (no trimming, no lost frames).
+    """
+
+    keyframe_pixel_frame: int | None = None
+
+    @contextmanager
+    def keyframe_at(self, pixel_frame: int | None) -> Iterator[None]:
+        """Place keyframe conditions at ``pixel_frame`` for calls made inside the context."""
+        self.keyframe_pixel_frame = pixel_frame
+        try:
+            yield
+        finally:
+            self.keyframe_pixel_frame = None
+
+    def _prepare_keyframe_coords(
+        self,
+        keyframe_latent_num_frames: int,
+        keyframe_latent_height: int,
+        keyframe_latent_width: int,
+        pixel_frame_idx: int,
+        num_pixel_frames: int,
+        fps: float,
+        device: torch.device,
+    ) -> torch.Tensor:
+        if self.keyframe_pixel_frame is not None:
+            pixel_frame_idx = self.keyframe_pixel_frame
+        return super()._prepare_keyframe_coords(
+            keyframe_latent_num_frames=keyframe_latent_num_frames,
+            keyframe_latent_height=keyframe_latent_height,
+            keyframe_latent_width=keyframe_latent_width,
+            pixel_frame_idx=pixel_frame_idx,
+            num_pixel_frames=num_pixel_frames,
+            fps=fps,
+            device=device,
+        )
+
+
+class LTX2Engine:
+    """:class:`~kinema.engines.base.ImageToVideoEngine` over a loaded LTX-2 pipeline."""
+
+    def __init__(
+        self,
+        pipeline: PixelKeyframeLTX2Pipeline,
+        capabilities: Capabilities,
+        settings: LTX2Settings,
+        steps: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.capabilities = capabilities
+        self.settings = settings
+        self.steps = steps
+
+    def generate(self, job: VideoJob, progress: ProgressFn) -> VideoOutput:
+        """Render ``job`` at the working size and the grid frame count covering ``job.num_frames``.
+
+        With an end image, its keyframe sits at frame ``job.num_frames - 1``: the last frame left
+        once the worker trims the grid's extra frames. Audio is always generated by the model (the
+        pipeline has no switch for it) and dropped when ``job.generate_audio`` is false.
+        """
+        if job.elements:
+            raise ValueError("LTX-2 takes no elements; compose them into the start image first")
+        width, height = working_size(job.width, job.height, self.capabilities)
+        num_frames = grid_frame_count(job.num_frames, self.capabilities)
+        end_frame = None if job.end_image is None else job.num_frames - 1
+        generator, seed = seeded_generator(job.seed)
+        transformer = cast(torch.nn.Module, self.pipeline.transformer)
+        with count_calls(transformer) as passes, self.pipeline.keyframe_at(end_frame):
+            video, audio = self.pipeline(
+                conditions=self._conditions(job, width, height),
+                prompt=job.prompt,
+                width=width,
+                height=height,
+                num_frames=num_frames,
+                frame_rate=float(job.fps),
+                num_inference_steps=self.steps,
+                generator=generator,
+                max_sequence_length=self.settings.max_sequence_length,
+                output_type="np",
+                return_dict=False,
+                callback_on_step_end=step_callback(progress, self.steps),
+                **DISTILLED_GUIDANCE,
+            )
+        info: dict[str, object] = {
+            "steps": self.steps,
+            "transformer_passes": passes.calls,
+            "seed": seed,
+            "rendered_frames": num_frames,
+            "working_size": [width, height],
+        }
+        if end_frame is not None:
+            info["end_image_frame"] = end_frame
+        return VideoOutput(
+            frames=_to_uint8(cast(npt.NDArray[np.float32], video)[0]),
+            fps=job.fps,
+            audio=_waveform(cast(torch.Tensor, audio)) if job.generate_audio else None,
+            sample_rate=self.sample_rate if job.generate_audio else 0,
+            info=info,
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        """The vocoder's output rate (the waveform's rate, not the audio VAE's mel rate)."""
+        return int(self.pipeline.vocoder.config.output_sampling_rate)
+
+    def _conditions(self, job: VideoJob, width: int, height: int) -> list[LTX2VideoCondition]:
+        def condition(image: Image.Image, index: int) -> LTX2VideoCondition:
+            fitted = fit_image(image, width, height)
+            return LTX2VideoCondition(frames=fitted, index=index, crf=self.settings.image_crf)
+
+        conditions = [condition(job.start_image, 0)]
+        if job.end_image is not None:
+            # Any latent index above 0 makes it a keyframe; its frame comes from keyframe_at().
+            conditions.append(condition(job.end_image, -1))
+        return conditions
+
+
+def load(
+    source: str | Path,
+    options: LoadOptions,
+    capabilities: Capabilities,
+    settings: LTX2Settings,
+) -> LTX2Engine:
+    """Load LTX-2 weights from a hub id or local directory into an engine (any LTX-2 preset)."""
+    pipeline = load_pipeline(PixelKeyframeLTX2Pipeline, source, options)
+    steps = options.num_inference_steps or settings.steps
+    return LTX2Engine(pipeline, capabilities, settings, steps)
+
+
+def load_tiny(options: LoadOptions) -> LTX2Engine:
+    """Loader of ``tiny-ltx2``: build the random weights once, then load them like real ones."""
+    source = options.source or build_tiny_ltx2(options.models_dir / "tiny-ltx2")
+    return load(source, options, TINY_LTX2.capabilities, TINY_SETTINGS)
+
+
+def _to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    return np.ascontiguousarray(np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+def _waveform(audio: torch.Tensor) -> npt.NDArray[np.float32]:
+    # The pipeline returns [batch, channels, samples]; one video per call.
+    return audio[0].detach().float().clamp(-1.0, 1.0).cpu().numpy()

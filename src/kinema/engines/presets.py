@@ -1,0 +1,110 @@
+"""The built-in engine presets, registered exactly as a third-party preset would be.
+
+Importing this module imports neither torch nor diffusers: a preset is data plus a
+``"module:function"`` loader that only the worker resolves. The preset objects are module
+constants so that each loader reads its capabilities from here instead of restating them.
+
+- ``tiny-*``: the real LTX-2 / FLUX.2 klein architectures at toy size with random weights, built
+  locally on first load (:mod:`kinema.engines.tiny`); the output is noise, but every shape, frame
+  count, audio track and code path is the real one. For tests and smoke runs.
+- ``static-*``: no model at all (numpy/Pillow): the input image, fitted, as a still video with a
+  quiet tone, or as the output image. For fast tests and benchmarks of everything around engines.
+"""
+
+from __future__ import annotations
+
+from kinema.engines.base import Capabilities, Task
+from kinema.engines.registry import Preset, register
+
+_LOCAL = "random weights built locally"
+_TEST_TAGS = frozenset({"test"})
+
+MAX_VIDEO_FRAMES = 361
+"""15 s at 24 fps on LTX-2's 8k+1 grid: the longest contract duration in one call."""
+
+MAX_IMAGE_REFERENCES = 1 + 3 * 4
+"""Every image the image engine receives: the source plus 3 elements × (frontal + 3 references)."""
+
+TINY_LTX2 = register(
+    Preset(
+        name="tiny-ltx2",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_VIDEO,
+            fps=24,
+            max_frames=MAX_VIDEO_FRAMES,
+            frame_grid=8,
+            size_multiple=32,
+            audio=True,
+            honours_cfg=False,
+            max_working_side=64,
+        ),
+        loader="kinema.engines.ltx2:load_tiny",
+        description=(
+            "LTX-2 image-to-video with audio (LTX2ConditionPipeline) at toy size: start frame, "
+            "optional end keyframe, distilled settings (one transformer pass per step)."
+        ),
+        license="Apache-2.0 (diffusers code; the weights are random)",
+        weights=_LOCAL,
+        tags=_TEST_TAGS | {"tiny"},
+    )
+)
+
+TINY_FLUX2_KLEIN = register(
+    Preset(
+        name="tiny-flux2-klein",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_IMAGE,
+            size_multiple=16,
+            max_references=MAX_IMAGE_REFERENCES,
+            max_working_side=64,
+        ),
+        loader="kinema.engines.flux2:load_tiny",
+        description=(
+            "FLUX.2 klein image-to-image (Flux2KleinPipeline) at toy size: the source image plus "
+            "element images as references."
+        ),
+        license="Apache-2.0 (diffusers code; the weights are random)",
+        weights=_LOCAL,
+        tags=_TEST_TAGS | {"tiny"},
+    )
+)
+
+STATIC_VIDEO = register(
+    Preset(
+        name="static-video",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_VIDEO,
+            fps=24,
+            max_frames=MAX_VIDEO_FRAMES,
+            frame_grid=1,
+            size_multiple=16,
+            audio=True,
+            max_working_side=64,
+        ),
+        loader="kinema.engines.static:load_video",
+        description=(
+            "No model: the start image as a still video (a crossfade to the end image when one is "
+            "given) with a quiet tone as audio. Costs nothing; for tests and benchmarks."
+        ),
+        license="Apache-2.0",
+        weights="none",
+        tags=_TEST_TAGS | {"static"},
+    )
+)
+
+STATIC_IMAGE = register(
+    Preset(
+        name="static-image",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_IMAGE,
+            size_multiple=16,
+            max_references=MAX_IMAGE_REFERENCES,
+            max_working_side=64,
+        ),
+        loader="kinema.engines.static:load_image",
+        description="No model: the source image fitted to the working size. For tests, benchmarks.",
+        license="Apache-2.0",
+        weights="none",
+        tags=_TEST_TAGS | {"static"},
+    )
+)

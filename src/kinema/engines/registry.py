@@ -1,0 +1,99 @@
+"""Engine presets: a registry of data. The built-in presets register exactly as a third-party one
+would (``register(Preset(...))``); adding a model is one module plus one entry here.
+
+A preset's ``loader`` is an import path ``"module:function"`` so that reading capabilities (the API
+process does) never imports torch; only the worker calls :func:`load_engine`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from kinema.engines.base import Capabilities, Engine, Task
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the worker loads weights; built from the ``engines`` settings section."""
+
+    models_dir: Path
+    """Local directory holding weights (and where tiny presets build theirs)."""
+    device: str = "auto"
+    """``auto`` picks CUDA when present, else CPU."""
+    dtype: str = "auto"
+    """``auto``: bfloat16 on CUDA, float32 on CPU."""
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    num_inference_steps: int | None = None
+    """Override the preset's step count (tests use 2)."""
+    source: str | None = None
+    """Hub id or local directory overriding the preset's default weights location."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    capabilities: Capabilities
+    loader: str
+    """``"package.module:function"`` taking :class:`LoadOptions` and returning an engine."""
+    description: str = ""
+    license: str = ""
+    weights: str = ""
+    """Where the weights come from (hub id), for docs and the missing-weights message."""
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def task(self) -> Task:
+        return self.capabilities.task
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register(preset: Preset) -> Preset:
+    if preset.name in _PRESETS:
+        raise ValueError(f"engine preset {preset.name!r} is already registered")
+    if ":" not in preset.loader:
+        raise ValueError(f"preset {preset.name!r}: loader must be 'module:function'")
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str) -> Preset:
+    _ensure_builtins()
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        known = ", ".join(sorted(_PRESETS))
+        raise KeyError(f"unknown engine preset {name!r} (known: {known})") from None
+
+
+def presets() -> list[Preset]:
+    _ensure_builtins()
+    return sorted(_PRESETS.values(), key=lambda p: p.name)
+
+
+def load_engine(name: str, options: LoadOptions) -> Engine:
+    """Import the preset's module and build the engine. Worker process only."""
+    preset = get_preset(name)
+    module_name, func_name = preset.loader.split(":", 1)
+    factory = cast(
+        Callable[[LoadOptions], Engine], getattr(importlib.import_module(module_name), func_name)
+    )
+    return factory(options)
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import third-party preset modules (settings ``engines.plugins``); importing registers."""
+    _ensure_builtins()
+    for module in modules:
+        importlib.import_module(module)
+
+
+def _ensure_builtins() -> None:
+    # Importing the module registers the built-in presets through register().
+    importlib.import_module("kinema.engines.presets")

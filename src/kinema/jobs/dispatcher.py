@@ -1,0 +1,213 @@
+"""The dispatcher: claims runnable jobs from the store (with a lease), hands them to the runner,
+renews the lease while they run, and settles them: COMPLETED keeps the charge, everything else
+refunds. A runner that vanishes hands the job back for a retry (bounded by jobs.max_attempts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kinema.errors import KinemaError
+from kinema.jobs import repository as repo
+from kinema.jobs.models import Job
+from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
+from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
+from kinema.settings import JobSettings
+from kinema.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: AsyncEngine,
+        jobs: JobService,
+        runner: Runner,
+        storage: Storage,
+        settings: JobSettings,
+        *,
+        tasks: dict[str, str],
+    ) -> None:
+        self._db = db
+        self._jobs = jobs
+        self._runner = runner
+        self._storage = storage
+        self._settings = settings
+        self._tasks = tasks
+        """model slug → engine task."""
+        self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming; running jobs are abandoned to their lease (another dispatcher or the
+        next start retries them)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        for task in list(self._active.values()):
+            task.cancel()
+        await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def _run_forever(self) -> None:
+        wake = self._jobs.notifier.work_available
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("dispatcher tick failed")
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._settings.poll_interval_s)
+
+    async def tick(self) -> int:
+        """Fail abandoned jobs, then claim as many jobs as there are free slots."""
+        await self._fail_abandoned()
+        free = self._runner.capacity - len(self._active)
+        if free <= 0:
+            return 0
+        async with self._db.begin() as conn:
+            claimed = await repo.claim(
+                conn,
+                owner=self.owner,
+                limit=free,
+                now=time.time(),
+                lease_s=self._settings.lease_s,
+                max_attempts=self._settings.max_attempts,
+            )
+        for job in claimed:
+            self._active[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+            self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
+        return len(claimed)
+
+    def _done(self, job_id: str, _task: object = None) -> None:
+        self._active.pop(job_id, None)
+        self._jobs.notifier.work_available.set()
+
+    async def _fail_abandoned(self) -> None:
+        async with self._db.connect() as conn:
+            lost = await repo.abandoned(
+                conn, now=time.time(), max_attempts=self._settings.max_attempts
+            )
+        for job in lost:
+            await self._jobs.settle_failed(
+                job,
+                f"{WORKER_LOST} {job.attempts} times; the job was abandoned",
+                owner=job.lease_owner,
+            )
+
+    async def _execute(self, job: Job) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"kinema-{job.id}-"))
+        progress: list[float] = [0.0]
+        heartbeat = asyncio.create_task(self._heartbeat(job, progress))
+        try:
+            task = RunTask(
+                job_id=job.id,
+                task=self._tasks[job.model],
+                params=job.params,
+                inputs=await self._materialize(job, workdir),
+                output_dir=workdir,
+            )
+            result = await self._runner.run(task, lambda value: progress.__setitem__(0, value))
+            await self._complete(job, result)
+        except RunCancelled:
+            await self._jobs.settle_failed(job, CANCELLED, owner=self.owner)
+        except RunFailed as exc:
+            await self._jobs.settle_failed(job, f"generation failed: {exc}", owner=self.owner)
+        except RunnerLost as exc:
+            log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
+            await self._release(job)
+        except KinemaError as exc:
+            await self._jobs.settle_failed(job, exc.message, owner=self.owner)
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job.id)
+            await self._jobs.settle_failed(
+                job, f"internal error: {type(exc).__name__}", owner=self.owner
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _release(self, job: Job) -> None:
+        async with self._db.begin() as conn:
+            await repo.release(conn, job.id, self.owner)
+        if job.attempts >= self._settings.max_attempts:
+            fresh = await self._jobs.get(job.id)
+            if fresh is not None and not fresh.status.final:
+                await self._jobs.settle_failed(
+                    fresh,
+                    f"{WORKER_LOST} {job.attempts} times; the job was abandoned",
+                    owner=None,
+                    expected=(fresh.status,),
+                )
+        self._jobs.notifier.job_submitted()
+
+    async def _materialize(self, job: Job, workdir: Path) -> dict[str, Any]:
+        """Copy the job's stored inputs next to the worker (its storage may be remote)."""
+        local: dict[str, Any] = {}
+        for name, key in job.inputs.items():
+            if isinstance(key, list):
+                local[name] = [await self._fetch(k, workdir) for k in key]
+            elif key is not None:
+                local[name] = await self._fetch(key, workdir)
+        return local
+
+    async def _fetch(self, key: str, workdir: Path) -> str:
+        dest = workdir / "inputs" / key.replace("/", "_")
+        dest.parent.mkdir(exist_ok=True)
+        await self._storage.get_to_file(key, dest)
+        return str(dest)
+
+    async def _complete(self, job: Job, result: RunResult) -> None:
+        # The key derives from the job id: a retried job overwrites, never adds a second output.
+        key = f"outputs/{job.id}/{result.output_path.name}"
+        await self._storage.put_file(key, result.output_path, result.content_type)
+        done = await self._jobs.settle_completed(
+            job,
+            self.owner,
+            output_key=key,
+            output_content_type=result.content_type,
+            output_metadata=result.metadata,
+            inference_time=result.inference_time,
+        )
+        if not done:
+            log.warning("job %s finished after losing its lease; result discarded", job.id)
+
+    async def _heartbeat(self, job: Job, progress: list[float]) -> None:
+        """Renew the lease, publish progress and pick up cancel requests (which may come from
+        another API replica, hence through the store) about once a second."""
+        tick = min(1.0, self._settings.lease_s / 3)
+        sent = -1.0
+        while True:
+            await asyncio.sleep(tick)
+            value = progress[0]
+            async with self._db.begin() as conn:
+                cancel = await repo.renew_lease(
+                    conn,
+                    job.id,
+                    self.owner,
+                    until=time.time() + self._settings.lease_s,
+                    progress=value if value != sent else None,
+                )
+            if value != sent:
+                sent = value
+                self._jobs.notifier.job_changed(job.id, final=False)
+            if cancel:
+                await self._runner.cancel(job.id)

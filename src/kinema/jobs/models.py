@@ -1,0 +1,74 @@
+"""The job envelope: one status enum and one record, shared by the sync and async paths."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def final(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    key_id: str
+    model: str
+    status: Status
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    price_micros: int
+    sync: bool
+    attempts: int
+    lease_owner: str | None
+    cancel_requested: bool
+    progress: float | None
+    output_key: str | None
+    output_content_type: str | None
+    output_metadata: dict[str, Any] | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    inference_time: float | None
+    expires_at: float
+    output_expires_at: float | None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+    @property
+    def queue_time(self) -> float | None:
+        return None if self.started_at is None else self.started_at - self.created_at
+
+    @property
+    def total_time(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.created_at
+
+    @property
+    def charged_micros(self) -> int:
+        """What the job costs its key: the price once completed, nothing otherwise."""
+        return self.price_micros if self.status is Status.COMPLETED else 0
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API hands the job service at submit time."""
+
+    id: str
+    key_id: str
+    model: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    price_micros: int
+    sync: bool = False
+    idempotency_key: str | None = None
+    request_hash: str | None = None

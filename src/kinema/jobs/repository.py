@@ -1,0 +1,229 @@
+"""SQL for jobs, in one place. Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the
+database-wide write lock (BEGIN IMMEDIATE) gives the same exclusivity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kinema.jobs.models import Job, NewJob, Status
+from kinema.store.tables import jobs
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        key_id=row.key_id,
+        model=row.model,
+        status=Status(row.status),
+        params=row.params,
+        inputs=row.inputs,
+        price_micros=row.price_micros,
+        sync=row.sync,
+        attempts=row.attempts,
+        lease_owner=row.lease_owner,
+        cancel_requested=row.cancel_requested,
+        progress=row.progress,
+        output_key=row.output_key,
+        output_content_type=row.output_content_type,
+        output_metadata=row.output_metadata,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        inference_time=row.inference_time,
+        expires_at=row.expires_at,
+        output_expires_at=row.output_expires_at,
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
+    )
+
+
+async def insert_job(conn: AsyncConnection, new: NewJob, *, now: float, expires_at: float) -> None:
+    await conn.execute(
+        insert(jobs).values(
+            id=new.id,
+            key_id=new.key_id,
+            model=new.model,
+            status=Status.QUEUED.value,
+            params=new.params,
+            inputs=new.inputs,
+            price_micros=new.price_micros,
+            sync=new.sync,
+            idempotency_key=new.idempotency_key,
+            request_hash=new.request_hash,
+            attempts=0,
+            cancel_requested=False,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+async def get(conn: AsyncConnection, job_id: str) -> Job | None:
+    row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+    return _job(row) if row else None
+
+
+async def by_idempotency_key(conn: AsyncConnection, key_id: str, idem: str) -> Job | None:
+    row = (
+        await conn.execute(
+            select(jobs).where(jobs.c.key_id == key_id, jobs.c.idempotency_key == idem)
+        )
+    ).first()
+    return _job(row) if row else None
+
+
+def _claimable(now: float) -> Any:
+    return or_(
+        jobs.c.status == Status.QUEUED.value,
+        and_(jobs.c.status == Status.PROCESSING.value, jobs.c.lease_expires_at < now),
+    )
+
+
+async def claim(
+    conn: AsyncConnection, *, owner: str, limit: int, now: float, lease_s: float, max_attempts: int
+) -> list[Job]:
+    """Take up to ``limit`` runnable jobs (queued, or processing with an expired lease and
+    attempts left), oldest first, leasing them to ``owner``."""
+    query = (
+        select(jobs.c.id)
+        .where(_claimable(now), jobs.c.attempts < max_attempts, jobs.c.cancel_requested.is_(False))
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list((await conn.execute(query)).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=owner,
+            lease_expires_at=now + lease_s,
+            attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, now),
+            progress=0.0,
+        )
+    )
+    rows = await conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.created_at))
+    return [_job(r) for r in rows]
+
+
+async def abandoned(conn: AsyncConnection, *, now: float, max_attempts: int) -> list[Job]:
+    """Jobs whose runner died once too often: lease expired with no attempts left."""
+    rows = await conn.execute(
+        select(jobs).where(
+            jobs.c.status == Status.PROCESSING.value,
+            jobs.c.lease_expires_at < now,
+            jobs.c.attempts >= max_attempts,
+        )
+    )
+    return [_job(r) for r in rows]
+
+
+async def renew_lease(
+    conn: AsyncConnection, job_id: str, owner: str, *, until: float, progress: float | None
+) -> bool | None:
+    """Extend the lease; returns the job's cancel flag, or None if the lease was lost."""
+    values: dict[str, Any] = {"lease_expires_at": until}
+    if progress is not None:
+        values["progress"] = progress
+    result = await conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.lease_owner == owner,
+            jobs.c.status == Status.PROCESSING.value,
+        )
+        .values(**values)
+        .returning(jobs.c.cancel_requested)
+    )
+    row = result.first()
+    return None if row is None else bool(row[0])
+
+
+async def finish(
+    conn: AsyncConnection,
+    job_id: str,
+    *,
+    status: Status,
+    now: float,
+    owner: str | None,
+    expected: tuple[Status, ...],
+    **values: Any,
+) -> bool:
+    """Move a job to a final status, only from ``expected`` and (if given) under ``owner``'s lease.
+    Returns False when someone else got there first (so callers never settle twice)."""
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected])]
+    if owner is not None:
+        conditions.append(jobs.c.lease_owner == owner)
+    result = await conn.execute(
+        update(jobs)
+        .where(*conditions)
+        .values(status=status.value, finished_at=now, lease_expires_at=None, **values)
+    )
+    return result.rowcount == 1
+
+
+async def release(conn: AsyncConnection, job_id: str, owner: str) -> bool:
+    """Hand a job back to the queue (its runner was lost; the next claim retries it)."""
+    result = await conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.lease_owner == owner,
+            jobs.c.status == Status.PROCESSING.value,
+        )
+        .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None)
+    )
+    return result.rowcount == 1
+
+
+async def request_cancel(conn: AsyncConnection, job_id: str) -> None:
+    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+
+
+async def queue_position(conn: AsyncConnection, job: Job) -> int:
+    """0-based number of queued jobs ahead of ``job``."""
+    value = await conn.scalar(
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.status == Status.QUEUED.value, jobs.c.created_at < job.created_at)
+    )
+    return int(value or 0)
+
+
+async def expired(conn: AsyncConnection, *, now: float, limit: int) -> list[Job]:
+    rows = await conn.execute(
+        select(jobs)
+        .where(
+            jobs.c.expires_at < now,
+            jobs.c.status.in_([Status.COMPLETED, Status.FAILED]),
+            jobs.c.output_key.is_(None),
+        )
+        .limit(limit)
+    )
+    return [_job(r) for r in rows]
+
+
+async def outputs_expired(conn: AsyncConnection, *, now: float, limit: int) -> list[Job]:
+    rows = await conn.execute(
+        select(jobs)
+        .where(jobs.c.output_expires_at < now, jobs.c.output_key.is_not(None))
+        .limit(limit)
+    )
+    return [_job(r) for r in rows]
+
+
+async def forget_output(conn: AsyncConnection, job_id: str) -> None:
+    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(output_key=None))
+
+
+async def delete_jobs(conn: AsyncConnection, ids: list[str]) -> None:
+    await conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))

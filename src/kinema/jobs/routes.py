@@ -1,0 +1,131 @@
+"""Async request status and results: ``/v2/requests/{id}[/status|/cancel]`` and the v1 alias."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from kinema.api.deps import Services, api_key, base_url, services
+from kinema.api.schemas import ErrorResponse, ResultResponse, StatusResponse
+from kinema.billing.keys import from_micros
+from kinema.errors import GenerationFailed
+from kinema.jobs.models import Job, Status
+
+router = APIRouter()
+SvcDep = Annotated[Services, Depends(services)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 404, 422)
+}
+
+
+async def _job(request: Request, svc: Services, request_id: str) -> Job:
+    key = await svc.keys.authenticate(api_key(request))
+    return await svc.jobs.get_for_key(request_id, key.id)
+
+
+async def _metrics(svc: Services, job: Job) -> dict[str, Any]:
+    balance = await svc.keys.balance(job.key_id)
+    return {
+        "inference_time": job.inference_time,
+        "queue_time": job.queue_time,
+        "total_time": job.total_time,
+        "cost": from_micros(job.price_micros if job.status is not Status.FAILED else 0),
+        "remaining_credits": from_micros(balance),
+    }
+
+
+def _failed(job: Job, metrics: dict[str, Any]) -> JSONResponse:
+    body = {
+        "request_id": job.id,
+        "status": job.status.value,
+        "error": job.error,
+        "metrics": metrics,
+    }
+    return JSONResponse(body, status_code=GenerationFailed.status_code)
+
+
+@router.get(
+    "/v2/requests/{request_id}/status",
+    response_model=StatusResponse,
+    responses=ERRORS,
+    summary="Status of an async request",
+)
+async def request_status(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
+    job = await _job(request, svc, request_id)
+    metrics = await _metrics(svc, job)
+    if job.status is Status.FAILED:
+        return _failed(job, metrics)
+    root = base_url(request, svc.settings)
+    body = StatusResponse(
+        request_id=job.id,
+        status=job.status.value,
+        status_url=f"{root}/v2/requests/{job.id}/status",
+        response_url=f"{root}/v2/requests/{job.id}",
+        metrics=metrics,
+        progress=job.progress if job.status is Status.PROCESSING else None,
+        queue_position=await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True))
+
+
+async def _result(request_id: str, request: Request, svc: Services) -> JSONResponse:
+    job = await _job(request, svc, request_id)
+    metrics = await _metrics(svc, job)
+    if job.status is Status.FAILED:
+        return _failed(job, metrics)
+    output = None
+    if job.status is Status.COMPLETED and job.output_key is not None:
+        output = svc.storage.url(
+            job.output_key,
+            base_url=base_url(request, svc.settings),
+            ttl_s=svc.settings.storage.url_ttl_s,
+        )
+    body = ResultResponse(
+        request_id=job.id, status=job.status.value, output=output, metrics=metrics
+    )
+    return JSONResponse(body.model_dump(exclude_none=True))
+
+
+@router.get(
+    "/v2/requests/{request_id}",
+    response_model=ResultResponse,
+    responses=ERRORS,
+    summary="Result of an async request",
+)
+async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
+    return await _result(request_id, request, svc)
+
+
+@router.get(
+    "/v1/requests/{request_id}",
+    response_model=ResultResponse,
+    responses=ERRORS,
+    summary="Result of an async request (alias: the poll_url)",
+)
+async def request_result_v1(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
+    return await _result(request_id, request, svc)
+
+
+@router.post(
+    "/v2/requests/{request_id}/cancel",
+    response_model=StatusResponse,
+    responses=ERRORS,
+    summary="Cancel an async request (extension): queued → refunded now; running → stops at the "
+    "next step and is refunded",
+)
+async def request_cancel(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
+    job = await _job(request, svc, request_id)
+    job = await svc.jobs.cancel(job)
+    metrics = await _metrics(svc, job)
+    root = base_url(request, svc.settings)
+    body = StatusResponse(
+        request_id=job.id,
+        status=job.status.value,
+        status_url=f"{root}/v2/requests/{job.id}/status",
+        response_url=f"{root}/v2/requests/{job.id}",
+        metrics=metrics,
+        error=job.error,
+    )
+    return JSONResponse(body.model_dump(exclude_none=True))

@@ -1,0 +1,163 @@
+"""Job use cases: submit (credits reserved in the same transaction), read, wait, cancel, settle.
+
+Money and work move together: a job exists exactly when its price is reserved, and every way a
+job can end other than COMPLETED refunds the reservation exactly once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kinema.billing import repository as billing
+from kinema.errors import Conflict, InsufficientCredits, NotFound
+from kinema.jobs import repository as repo
+from kinema.jobs.models import Job, NewJob, Status
+from kinema.jobs.notify import Notifier
+from kinema.settings import Settings
+
+CANCELLED = "cancelled by the client"
+WORKER_LOST = "the generation worker was lost"
+
+
+class JobService:
+    def __init__(self, db: AsyncEngine, settings: Settings, notifier: Notifier) -> None:
+        self._db = db
+        self._settings = settings
+        self.notifier = notifier
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        """Reserve the price and insert the job in ONE transaction. Returns (job, created);
+        with an idempotency key seen before (same body) the earlier job comes back, uncharged."""
+        if new.idempotency_key:
+            earlier = await self.replay(new)
+            if earlier is not None:
+                return earlier, False
+        now = time.time()
+        try:
+            async with self._db.begin() as conn:
+                after = await billing.reserve(conn, new.key_id, new.id, new.price_micros, now=now)
+                if after is None:
+                    balance = await billing.balance(conn, new.key_id)
+                    raise InsufficientCredits(
+                        f"not enough credits: this request costs {new.price_micros / 1e6:.4f}, "
+                        f"the balance is {balance / 1e6:.4f}"
+                    )
+                expires = now + self._settings.retention.request_ttl_s
+                await repo.insert_job(conn, new, now=now, expires_at=expires)
+        except IntegrityError:
+            # Two submits with one idempotency key raced; the loser answers with the winner's job.
+            earlier = await self.replay(new)
+            if earlier is None:
+                raise
+            return earlier, False
+        self.notifier.job_submitted()
+        job = await self.get(new.id)
+        assert job is not None
+        return job, True
+
+    async def replay(self, new: NewJob) -> Job | None:
+        """The earlier job with this idempotency key, if any (409 if its body differs)."""
+        assert new.idempotency_key is not None
+        async with self._db.connect() as conn:
+            earlier = await repo.by_idempotency_key(conn, new.key_id, new.idempotency_key)
+        if earlier is None:
+            return None
+        if earlier.request_hash != new.request_hash or earlier.model != new.model:
+            raise Conflict(
+                "Idempotency-Key was already used with a different request body; "
+                "use a new key for a new request"
+            )
+        return earlier
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self._db.connect() as conn:
+            return await repo.get(conn, job_id)
+
+    async def get_for_key(self, job_id: str, key_id: str) -> Job:
+        """The job if ``key_id`` submitted it and it has not expired; else 404 (never 403, so ids
+        of other keys cannot be probed)."""
+        job = await self.get(job_id)
+        if job is None or job.key_id != key_id or job.expires_at < time.time():
+            raise NotFound(f"Request {job_id} not found")
+        return job
+
+    async def queue_position(self, job: Job) -> int:
+        async with self._db.connect() as conn:
+            return await repo.queue_position(conn, job)
+
+    async def wait_final(self, job_id: str, timeout: float) -> Job:
+        """Wait for the job to finish (in-process wake-up, store poll as the fallback)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            assert job is not None
+            remaining = deadline - time.monotonic()
+            if job.status.final or remaining <= 0:
+                return job
+            await self.notifier.wait_finished(
+                job_id, min(remaining, self._settings.jobs.poll_interval_s * 4)
+            )
+
+    async def cancel(self, job: Job, reason: str = CANCELLED) -> Job:
+        """Queued: failed and refunded now. Running: flagged; the runner stops at the next step
+        and the dispatcher settles it. Final: unchanged."""
+        if job.status is Status.QUEUED and await self.settle_failed(
+            job, reason, owner=None, expected=(Status.QUEUED,)
+        ):
+            return await self._reload(job.id)
+        if not job.status.final:
+            async with self._db.begin() as conn:
+                await repo.request_cancel(conn, job.id)
+        return await self._reload(job.id)
+
+    async def _reload(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        assert job is not None
+        return job
+
+    async def settle_completed(self, job: Job, owner: str, **values: Any) -> bool:
+        now = time.time()
+        async with self._db.begin() as conn:
+            done = await repo.finish(
+                conn,
+                job.id,
+                status=Status.COMPLETED,
+                now=now,
+                owner=owner,
+                expected=(Status.PROCESSING,),
+                progress=1.0,
+                output_expires_at=now + self._settings.retention.output_ttl_s,
+                **values,
+            )
+        self.notifier.job_changed(job.id, final=done)
+        return done
+
+    async def settle_failed(
+        self,
+        job: Job,
+        error: str,
+        *,
+        owner: str | None,
+        expected: tuple[Status, ...] = (Status.PROCESSING,),
+    ) -> bool:
+        """FAILED + full refund, once; False if the job was already settled by someone else."""
+        now = time.time()
+        async with self._db.begin() as conn:
+            done = await repo.finish(
+                conn,
+                job.id,
+                status=Status.FAILED,
+                now=now,
+                owner=owner,
+                expected=expected,
+                error=error,
+            )
+            if done:
+                await billing.refund(
+                    conn, job.key_id, job.id, job.price_micros, now=now, note=error
+                )
+        self.notifier.job_changed(job.id, final=done)
+        return done

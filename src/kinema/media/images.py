@@ -1,0 +1,117 @@
+"""Image decoding, verification, fitting and encoding (Pillow; safe in the API process)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kinema.errors import InvalidInput
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+"""Pillow format names :func:`decode_image` accepts (the JPEG plugin also opens the MPO files
+phone cameras write). TIFF, ICO, PSD and the rest are refused: rare as web inputs, and more
+decoder surface."""
+
+IMAGE_MIME: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+"""Output formats of :func:`encode_image` and their MIME types."""
+
+_BACKGROUND = (255, 255, 255)
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Center-crop ``image`` to the aspect ``width:height`` and resize it to exactly that size."""
+    rgb = image.convert("RGB")
+    return ImageOps.fit(rgb, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def decode_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode and verify an input image; return it upright, fully loaded, in RGB.
+
+    Accepted formats (:data:`ALLOWED_FORMATS`): PNG (incl. APNG), JPEG (incl. MPO), WEBP, GIF
+    and BMP; for animated GIF/WEBP/PNG the first frame is used. The EXIF orientation is applied and
+    transparency is composited onto white. Raises :class:`InvalidInput` naming ``field`` for
+    empty, corrupt, truncated or unsupported data and for images over ``max_pixels`` pixels
+    (checked from the header, before any pixel is decoded).
+    """
+    if not data:
+        raise InvalidInput(f"{field}: image data is empty")
+    _verify(data, field=field, max_pixels=max_pixels)
+    image = _open(data, field=field, max_pixels=max_pixels)
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidInput(f"{field}: corrupt or truncated image ({exc})") from exc
+    return _to_rgb(_upright(image))
+
+
+def _open(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError as exc:
+        allowed = ", ".join(sorted(ALLOWED_FORMATS))
+        raise InvalidInput(
+            f"{field}: is not a readable image (supported formats: {allowed})"
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"{field}: image has too many pixels (limit {max_pixels})") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidInput(f"{field}: corrupt image header ({exc})") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"{field}: image has no pixels")
+    if width * height > max_pixels:
+        raise InvalidInput(
+            f"{field}: image is {width}x{height}, more than the {max_pixels} pixel limit"
+        )
+    return image
+
+
+def _verify(data: bytes, *, field: str, max_pixels: int) -> None:
+    """Structural check (PNG chunk CRCs, missing end markers) on a throwaway handle."""
+    probe = _open(data, field=field, max_pixels=max_pixels)
+    try:
+        probe.verify()
+    except Exception as exc:  # Pillow's plugins raise a wide mix of types here
+        raise InvalidInput(f"{field}: corrupt or truncated image ({exc})") from exc
+    finally:
+        probe.close()
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF must not reject an otherwise good image
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT:
+        wide = np.asarray(image, dtype=np.int64)
+        image = Image.fromarray((wide >> 8).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def encode_image(img: Image.Image, fmt: str) -> bytes:
+    """Encode ``img`` as ``fmt`` (a key of :data:`IMAGE_MIME`): PNG, or JPEG/WEBP at quality 95."""
+    key = fmt.lower()
+    if key not in IMAGE_MIME:
+        raise ValueError(f"unsupported output format {fmt!r}; expected one of {sorted(IMAGE_MIME)}")
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    buffer = io.BytesIO()
+    if key == "png":
+        rgb.save(buffer, format="PNG")
+    elif key == "jpeg":
+        rgb.save(buffer, format="JPEG", quality=95)
+    else:
+        rgb.save(buffer, format="WEBP", quality=95)
+    return buffer.getvalue()

@@ -1,0 +1,191 @@
+"""One settings object, built once (CLI or app factory) and passed down.
+
+Sources, highest first: explicit arguments, ``KINEMA_*`` environment variables (nested sections
+use ``__``, e.g. ``KINEMA_SERVER__PORT=9000``), a TOML file (``KINEMA_CONFIG`` or ``--config``),
+defaults.
+Every field here is documented in docs/configuration.md; a test fails when one is not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    public_url: str | None = None
+    """Base URL clients reach the API at (used in poll/result/file URLs). Default: the request's."""
+    sync_timeout_s: float = Field(900.0, gt=0)
+    """How long a v1 (sync) request waits for its generation before answering 504."""
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = None
+    """SQLAlchemy async URL. Default: ``sqlite+aiosqlite:///<data_dir>/kinema.db``.
+    PostgreSQL: ``postgresql+asyncpg://user@host/db``."""
+    echo: bool = False
+
+
+class StorageSettings(BaseModel):
+    backend: Literal["local"] = "local"
+    path: Path | None = None
+    """Local output directory. Default: ``<data_dir>/files``."""
+    url_ttl_s: int = Field(3600, gt=0)
+    """Lifetime of signed file URLs handed to clients."""
+
+
+class RetentionSettings(BaseModel):
+    request_ttl_s: int = Field(86_400, ge=3600)
+    """How long status/result of a request stay readable (the contract guarantees ≥ 1 hour)."""
+    output_ttl_s: int = Field(7 * 86_400, ge=3600)
+    """How long output media stay downloadable."""
+    cleanup_interval_s: float = Field(300.0, gt=0)
+
+
+class JobSettings(BaseModel):
+    lease_s: float = Field(60.0, gt=0)
+    """A claimed job's lease; the runner renews it while working. An expired lease means the runner
+    died: the job is retried."""
+    max_attempts: int = Field(3, ge=1)
+    poll_interval_s: float = Field(0.5, gt=0)
+    """Dispatcher poll period when no in-process wake-up arrives (other API replicas' jobs)."""
+
+
+class BillingSettings(BaseModel):
+    image_price: dict[str, float] = {"1K": 0.035, "2K": 0.07}
+    """Price per image by resolution."""
+    video_price_per_s: float = 0.084
+    """Price per second of video without audio."""
+    video_audio_surcharge_per_s: float = 0.042
+    video_voice_surcharge_per_s: float = 0.028
+    default_credits: float = 0.0
+    """Credits a key created without ``--credits`` starts with."""
+
+
+class RateLimitSettings(BaseModel):
+    default: str = "120/minute"
+    """Default per-key limit (``limits`` notation, e.g. ``10/second;600/hour``)."""
+    storage_url: str = "memory://"
+    """``memory://`` (one process) or ``redis://host:6379/0`` (shared by API replicas)."""
+
+
+class FetchSettings(BaseModel):
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    allow_hosts: list[str] = []
+    """Hosts, IPs or CIDR networks that input URLs may reach even though they are private,
+    loopback or link-local. Empty: only public addresses."""
+    max_pixels: int = Field(40_000_000, gt=0)
+
+
+class EngineSettings(BaseModel):
+    preset: Literal["tiny", "static", "custom"] = "tiny"
+    """Shorthand: ``tiny`` (tiny random-weight diffusers models, CPU), ``static`` (zero-cost
+    engines, no torch) or ``custom`` (use ``video_preset``/``image_preset``)."""
+    video_preset: str = "tiny-ltx2"
+    image_preset: str = "tiny-flux2-klein"
+    models_dir: Path | None = None
+    """Where weights live (and tiny presets build theirs). Default: ``<data_dir>/models``."""
+    device: str = "auto"
+    dtype: str = "auto"
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    num_inference_steps: int | None = None
+    plugins: list[str] = []
+    """Modules imported (in the API and worker processes) before presets are looked up; each
+    registers its presets with ``kinema.engines.registry.register``, as the built-ins do."""
+    workers: int = Field(1, ge=1)
+    """Worker processes; each holds every loaded engine and runs one job at a time."""
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+    def resolved_presets(self) -> tuple[str, str]:
+        """(video preset, image preset) after applying the ``preset`` shorthand."""
+        if self.preset == "custom":
+            return self.video_preset, self.image_preset
+        if self.preset == "static":
+            return "static-video", "static-image"
+        return "tiny-ltx2", "tiny-flux2-klein"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KINEMA_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    data_dir: Path = Path("./kinema-data")
+    secret_key: SecretStr | None = None
+    """HMAC key for API-key hashes and signed URLs. Default: generated once into
+    ``<data_dir>/secret.key``. Set it explicitly when several API replicas share a database."""
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    retention: RetentionSettings = RetentionSettings()
+    jobs: JobSettings = JobSettings()
+    billing: BillingSettings = BillingSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    fetch: FetchSettings = FetchSettings()
+    engines: EngineSettings = EngineSettings()
+    retired_models: list[str] = []
+    """Slugs an operator has retired: they answer 410."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML source reads model_config["toml_file"], set by load_settings (None: no file).
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    # Derived locations ---------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'kinema.db'}"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.storage.path or self.data_dir / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.engines.models_dir or self.data_dir / "models"
+
+    def secret(self) -> bytes:
+        """The HMAC secret; generated on first use into the data directory when not configured."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex())
+        return path.read_text().strip().encode()
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; ``config`` names a TOML file (else ``$KINEMA_CONFIG``, if set)."""
+    env_path = os.environ.get("KINEMA_CONFIG")
+    path = config or (Path(env_path) if env_path else None)
+    if path is None:
+        return Settings(**overrides)
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return FileSettings(**overrides)

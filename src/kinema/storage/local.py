@@ -1,0 +1,71 @@
+"""Local-directory storage; the API serves the files through signed URLs (storage/routes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from kinema.errors import NotFound
+from kinema.storage.signing import signed_url
+
+
+class LocalStorage:
+    def __init__(self, root: Path, secret: bytes) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._secret = secret
+
+    def path(self, key: str) -> Path:
+        """The file behind ``key``; refuses keys that would escape the root."""
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise NotFound(f"file {key!r} not found")
+        return path
+
+    async def put_file(self, key: str, src: Path, content_type: str) -> None:
+        await asyncio.to_thread(self._copy_atomic, src, self.path(key))
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._write_atomic, data, self.path(key))
+
+    async def get_bytes(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"file {key!r} not found") from None
+
+    async def get_to_file(self, key: str, dest: Path) -> None:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(f"file {key!r} not found")
+        await asyncio.to_thread(shutil.copyfile, path, dest)
+
+    async def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    async def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix)
+        if target.is_dir():
+            await asyncio.to_thread(shutil.rmtree, target, True)
+        elif target.exists():
+            target.unlink(missing_ok=True)
+
+    def url(self, key: str, *, base_url: str, ttl_s: int) -> str:
+        return signed_url(self._secret, base_url, key, ttl_s)
+
+    @staticmethod
+    def _copy_atomic(src: Path, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+
+    @staticmethod
+    def _write_atomic(data: bytes, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)

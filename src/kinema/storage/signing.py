@@ -1,0 +1,25 @@
+"""Signed, expiring download URLs for files the API serves itself (a presigned URL's twin)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from urllib.parse import quote, urlencode
+
+
+def sign(secret: bytes, key: str, expires: int) -> str:
+    msg = f"{key}\n{expires}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+def signed_url(secret: bytes, base_url: str, key: str, ttl_s: int) -> str:
+    expires = int(time.time()) + ttl_s
+    query = urlencode({"expires": expires, "signature": sign(secret, key, expires)})
+    return f"{base_url.rstrip('/')}/v1/files/{quote(key)}?{query}"
+
+
+def verify(secret: bytes, key: str, expires: int, signature: str, now: float | None = None) -> bool:
+    if expires < (now if now is not None else time.time()):
+        return False
+    return hmac.compare_digest(sign(secret, key, expires), signature)

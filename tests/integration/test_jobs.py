@@ -1,0 +1,242 @@
+"""The job state machine behind both paths: progress, cancel, failures refund, leases expire and
+jobs are retried, a lost worker is survived, idempotent submits, restarts keep async requests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
+
+from kinema.billing import repository as billing
+from kinema.jobs import repository as repo
+from kinema.runners.local import LocalRunner
+from kinema.store.tables import credit_ledger
+
+pytestmark = pytest.mark.integration
+
+B64 = base64.b64encode(png()).decode()
+VIDEO_BODY = {"start_image_url": B64, "prompt": "x", "duration": "3"}
+
+
+def video_settings(tmp_path: Path, preset: str, **over: Any) -> Any:
+    return make_settings(
+        tmp_path,
+        engines={"preset": "custom", "video_preset": preset, "image_preset": "test-echo-image"},
+        **over,
+    )
+
+
+@pytest.fixture(scope="module")
+async def slow_runner(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    runner = await start_runner(
+        ["test-slow-video", "test-echo-image"], tmp_path_factory.mktemp("m")
+    )
+    yield runner
+    await runner.close()
+
+
+async def _balance(c: Ctx, key: str) -> float:
+    r = await c.client.get("/v1/get-user-credits", headers={"x-api-key": key})
+    return float(r.json()["credits"])
+
+
+async def test_progress_then_completed(tmp_path: Path, slow_runner: LocalRunner) -> None:
+    async with app_context(video_settings(tmp_path, "test-slow-video"), slow_runner) as c:
+        key = await c.key()
+        h = {"x-api-key": key}
+        rid = (
+            await c.client.post("/v2/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
+        ).json()["request_id"]
+        seen: set[float] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            s = (await c.client.get(f"/v2/requests/{rid}/status", headers=h)).json()
+            if s["status"] == "PROCESSING" and "progress" in s:
+                seen.add(s["progress"])
+            if s["status"] == "COMPLETED":
+                break
+            await asyncio.sleep(0.1)
+        assert s["status"] == "COMPLETED"
+        assert any(0 < p < 1 for p in seen), seen
+
+
+async def test_queue_position_and_cancel_queued_refunds(
+    tmp_path: Path, slow_runner: LocalRunner
+) -> None:
+    async with app_context(video_settings(tmp_path, "test-slow-video"), slow_runner) as c:
+        key = await c.key(credits=10)
+        h = {"x-api-key": key}
+        long_job = {**VIDEO_BODY, "prompt": "steps=600"}  # runs until it is cancelled
+        ids = [
+            (await c.client.post("/v2/kling-3-standard-image2video", json=body, headers=h)).json()[
+                "request_id"
+            ]
+            for body in (long_job, VIDEO_BODY, VIDEO_BODY)
+        ]
+        last = (await c.client.get(f"/v2/requests/{ids[2]}/status", headers=h)).json()
+        assert last["status"] == "QUEUED" and last["queue_position"] >= 1
+        r = await c.client.post(f"/v2/requests/{ids[2]}/cancel", headers=h)
+        assert r.status_code == 200 and r.json()["status"] == "FAILED"
+        r = await c.client.get(f"/v2/requests/{ids[2]}", headers=h)
+        assert r.status_code == 422 and r.json()["status"] == "FAILED"
+        assert r.json()["metrics"]["cost"] == 0
+        # Cancel the running one: it stops at a step boundary and is refunded.
+        await wait_status(c.client, key, ids[0], "PROCESSING")
+        await c.client.post(f"/v2/requests/{ids[0]}/cancel", headers=h)
+        r = await wait_status(c.client, key, ids[0], "FAILED")
+        assert r.status_code == 422 and "cancel" in r.json()["error"]
+        await wait_status(c.client, key, ids[1], "COMPLETED")
+        assert await _balance(c, key) == pytest.approx(10 - 3 * 0.126)  # only ids[1] is paid
+
+
+async def test_failed_generation_is_422_and_refunded(tmp_path: Path) -> None:
+    runner = await start_runner(["test-failing-video", "test-echo-image"], tmp_path / "m")
+    try:
+        async with app_context(video_settings(tmp_path, "test-failing-video"), runner) as c:
+            key = await c.key(credits=5)
+            h = {"x-api-key": key}
+            rid = (
+                await c.client.post("/v2/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
+            ).json()["request_id"]
+            r = await wait_status(c.client, key, rid, "FAILED")
+            assert r.status_code == 422
+            body = r.json()
+            assert body["status"] == "FAILED" and "out of memory" in body["error"]
+            assert set(body["metrics"]) >= {
+                "inference_time",
+                "queue_time",
+                "total_time",
+                "cost",
+                "remaining_credits",
+            }
+            assert await _balance(c, key) == 5
+            # Sync path: the same failure answers 500 with the message, refunded as well.
+            r = await c.client.post("/v1/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
+            assert r.status_code == 500 and "out of memory" in r.json()["error"]
+            assert await _balance(c, key) == 5
+            async with c.svc.db.connect() as conn:
+                key_id = (await c.svc.keys.authenticate(key)).id
+                assert await billing.ledger_sum(conn, key_id) == await billing.balance(conn, key_id)
+    finally:
+        await runner.close()
+
+
+async def test_worker_crash_is_retried_then_failed_and_refunded(tmp_path: Path) -> None:
+    runner = await start_runner(["test-crashing-video", "test-echo-image"], tmp_path / "m")
+    settings = video_settings(
+        tmp_path, "test-crashing-video", jobs={"max_attempts": 2, "poll_interval_s": 0.05}
+    )
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=5)
+            h = {"x-api-key": key}
+            rid = (
+                await c.client.post("/v2/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
+            ).json()["request_id"]
+            r = await wait_status(c.client, key, rid, "FAILED")
+            assert "worker was lost 2 times" in r.json()["error"]
+            job = await c.svc.jobs.get(rid)
+            assert job is not None and job.attempts == 2
+            assert await _balance(c, key) == 5
+            async with c.svc.db.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(credit_ledger.c.kind).where(credit_ledger.c.job_id == rid)
+                    )
+                ).all()
+            assert sorted(r.kind for r in rows) == ["refund", "reserve"]
+    finally:
+        await runner.close()
+
+
+async def test_expired_lease_is_retried_by_another_dispatcher(
+    tmp_path: Path, static_runner: LocalRunner
+) -> None:
+    """A dispatcher that claimed a job and died: once its lease expires the job runs again."""
+    async with app_context(make_settings(tmp_path), static_runner) as c:
+        key = await c.key()
+        await c.svc.dispatcher.stop()  # this app's dispatcher stops claiming
+        body = {"image_url": B64, "prompt": "x"}
+        rid = (
+            await c.client.post("/v2/kling-3-image2image", json=body, headers={"x-api-key": key})
+        ).json()["request_id"]
+        async with c.svc.db.begin() as conn:
+            claimed = await repo.claim(
+                conn, owner="dead-dispatcher", limit=1, now=time.time(), lease_s=0.2, max_attempts=3
+            )
+        assert [j.id for j in claimed] == [rid]
+    # A new process on the same data: the dead lease has expired by now.
+    await asyncio.sleep(0.3)
+    async with app_context(make_settings(tmp_path), static_runner) as c2:
+        r = await wait_status(c2.client, key, rid, "COMPLETED")
+        job = await c2.svc.jobs.get(rid)
+        assert job is not None and job.attempts == 2
+        assert r.json()["metrics"]["cost"] == pytest.approx(0.035)
+
+
+async def test_async_request_survives_restart(tmp_path: Path, static_runner: LocalRunner) -> None:
+    async with app_context(make_settings(tmp_path), static_runner) as c:
+        key = await c.key(credits=1)
+        await c.svc.dispatcher.stop()
+        rid = (
+            await c.client.post(
+                "/v2/kling-3-image2image",
+                json={"image_url": B64, "prompt": "x"},
+                headers={"x-api-key": key},
+            )
+        ).json()["request_id"]
+    async with app_context(make_settings(tmp_path), static_runner) as c2:
+        await wait_status(c2.client, key, rid, "COMPLETED")
+        r = await c2.client.get(f"/v1/requests/{rid}", headers={"x-api-key": key})
+        assert r.json()["status"] == "COMPLETED" and r.json()["output"].startswith("http")
+        assert (await c2.client.get(r.json()["output"])).status_code == 200
+
+
+async def test_idempotency_key_same_request_no_second_charge(ctx: Ctx) -> None:
+    key = await ctx.key(credits=1)
+    h = {"x-api-key": key, "Idempotency-Key": "abc-123"}
+    body = {"image_url": B64, "prompt": "x"}
+    a = (await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)).json()
+    b = (await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)).json()
+    assert a["request_id"] == b["request_id"]
+    r = await ctx.client.post("/v2/kling-3-image2image", json={**body, "prompt": "y"}, headers=h)
+    assert r.status_code == 409 and "Idempotency-Key" in r.json()["error"]
+    await wait_status(ctx.client, key, a["request_id"], "COMPLETED")
+    assert await _balance(ctx, key) == pytest.approx(1 - 0.035)
+
+
+async def test_crash_between_reserve_and_insert_changes_nothing(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reservation and job insert are one transaction: if the insert fails, the money stays."""
+    from kinema.jobs.models import NewJob
+
+    key = await ctx.key(credits=1)
+    record = await ctx.svc.keys.authenticate(key)
+    bad = NewJob(
+        id="job-that-never-commits",
+        key_id=record.id,
+        model="kling-3-image2image",
+        params={},
+        inputs={},
+        price_micros=35_000,
+    )
+    original = repo.insert_job
+
+    async def exploding(*args: Any, **kwargs: Any) -> None:
+        await original(*args, **kwargs)
+        raise RuntimeError("crash after insert, before commit")
+
+    monkeypatch.setattr(repo, "insert_job", exploding)
+    with pytest.raises(RuntimeError):
+        await ctx.svc.jobs.submit(bad)
+    assert await _balance(ctx, key) == 1
+    assert await ctx.svc.jobs.get(bad.id) is None
+    async with ctx.svc.db.connect() as conn:
+        assert await billing.ledger_sum(conn, record.id) == 1_000_000
