@@ -10,8 +10,8 @@ setup:  ## create .venv with everything (CPU torch first, then the project)
 	bash scripts/setup
 
 lint:
-	$(RUFF) check src tests bench
-	$(RUFF) format --check src tests bench
+	$(RUFF) check src tests bench examples
+	$(RUFF) format --check src tests bench examples
 
 typecheck:
 	$(MYPY)

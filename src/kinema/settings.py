@@ -58,6 +58,9 @@ class JobSettings(BaseModel):
     """A claimed job's lease; the runner renews it while working. An expired lease means the runner
     died: the job is retried."""
     max_attempts: int = Field(3, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On shutdown, how long running jobs may take to finish before they are left to their
+    lease (and retried by the next process)."""
     poll_interval_s: float = Field(0.5, gt=0)
     """Dispatcher poll period when no in-process wake-up arrives (other API replicas' jobs)."""
 
@@ -78,6 +81,8 @@ class RateLimitSettings(BaseModel):
     """Default per-key limit (``limits`` notation, e.g. ``10/second;600/hour``)."""
     storage_url: str = "memory://"
     """``memory://`` (one process) or ``redis://host:6379/0`` (shared by API replicas)."""
+    key_prefix: str = "kinema"
+    """Prefix of the counters' Redis keys (deployments sharing one Redis use different ones)."""
 
 
 class FetchSettings(BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.conftest import Ctx, ImageServer, app_context, make_settings, png
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from PIL import Image
+
 from tests.conftest import Ctx, ImageServer, png, wait_status
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
 
 from kinema.billing import repository as billing
 from kinema.jobs import repository as repo
 from kinema.runners.local import LocalRunner
 from kinema.store.tables import credit_ledger
+from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
 
 pytestmark = pytest.mark.integration
 

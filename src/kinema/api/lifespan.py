@@ -62,7 +62,12 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         storage = LocalStorage(settings.storage_path, secret)
         keys = KeyService(db, secret)
         jobs = JobService(db, settings, Notifier())
-        limiter = RateLimiter(settings.rate_limit.default, settings.rate_limit.storage_url)
+        limiter = RateLimiter(
+            settings.rate_limit.default,
+            settings.rate_limit.storage_url,
+            key_prefix=settings.rate_limit.key_prefix,
+        )
+        stack.push_async_callback(limiter.close)
         generation = GenerationService(settings, keys, jobs, limiter, storage, http, policy)
         tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
         dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs, tasks=tasks)

@@ -46,8 +46,11 @@ class RateLimiter:
         parse_rule(default_rule)
         self._default = default_rule
         url = storage_url if storage_url.startswith("async+") else "async+" + storage_url
+        # Redis through redis-py (the `redis` extra), not the library's default coredis.
         options: dict[str, str] = (
-            {} if url.startswith("async+memory") else {"key_prefix": key_prefix}
+            {}
+            if url.startswith("async+memory")
+            else {"key_prefix": key_prefix, "implementation": "redispy"}
         )
         self._storage = storage_from_string(url, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
@@ -65,6 +68,13 @@ class RateLimiter:
                 error.headers = state.headers()
                 raise error
         return await self._state(items, key_id)
+
+    async def close(self) -> None:
+        """Close the Redis connection pool, if any (limits offers no public close)."""
+        bridge = getattr(self._storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
 
     async def _state(self, items: tuple[RateLimitItem, ...], key_id: str) -> RateState:
         stats = [await self._limiter.get_window_stats(item, key_id) for item in items]

@@ -54,15 +54,18 @@ class Dispatcher:
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
 
     async def stop(self) -> None:
-        """Stop claiming; running jobs are abandoned to their lease (another dispatcher or the
-        next start retries them)."""
+        """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then abandon
+        the rest to their lease (another dispatcher or the next start retries them)."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        for task in list(self._active.values()):
+        running = list(self._active.values())
+        if running:
+            await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._active.values(), return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available
@@ -116,6 +119,18 @@ class Dispatcher:
         progress: list[float] = [0.0]
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
         try:
+            settled = await self._run_and_settle(job, workdir, progress)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            shutil.rmtree(workdir, ignore_errors=True)
+        if settled:  # inputs are kept only while a retry may still need them
+            await self._storage.delete_prefix(f"inputs/{job.id}")
+
+    async def _run_and_settle(self, job: Job, workdir: Path, progress: list[float]) -> bool:
+        """Run the job and settle it; False when it was handed back for a retry instead."""
+        try:
             task = RunTask(
                 job_id=job.id,
                 task=self._tasks[job.model],
@@ -131,7 +146,7 @@ class Dispatcher:
             await self._jobs.settle_failed(job, f"generation failed: {exc}", owner=self.owner)
         except RunnerLost as exc:
             log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
-            await self._release(job)
+            return await self._release(job)
         except KinemaError as exc:
             await self._jobs.settle_failed(job, exc.message, owner=self.owner)
         except Exception as exc:
@@ -139,25 +154,20 @@ class Dispatcher:
             await self._jobs.settle_failed(
                 job, f"internal error: {type(exc).__name__}", owner=self.owner
             )
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            shutil.rmtree(workdir, ignore_errors=True)
+        return True
 
-    async def _release(self, job: Job) -> None:
+    async def _release(self, job: Job) -> bool:
+        """Hand a job whose worker was lost back to the queue, or fail and refund it when it has
+        no attempts left. Returns True when the job is now settled."""
+        if job.attempts >= self._settings.max_attempts:
+            await self._jobs.settle_failed(
+                job, f"{WORKER_LOST} {job.attempts} times; the job was abandoned", owner=self.owner
+            )
+            return True
         async with self._db.begin() as conn:
             await repo.release(conn, job.id, self.owner)
-        if job.attempts >= self._settings.max_attempts:
-            fresh = await self._jobs.get(job.id)
-            if fresh is not None and not fresh.status.final:
-                await self._jobs.settle_failed(
-                    fresh,
-                    f"{WORKER_LOST} {job.attempts} times; the job was abandoned",
-                    owner=None,
-                    expected=(fresh.status,),
-                )
         self._jobs.notifier.job_submitted()
+        return False
 
     async def _materialize(self, job: Job, workdir: Path) -> dict[str, Any]:
         """Copy the job's stored inputs next to the worker (its storage may be remote)."""

@@ -62,16 +62,21 @@ class WorkerProcess:
             await self.close()
             reason = first.get("error") if first else "the worker exited during startup"
             raise RunnerLost(str(reason))
-        self._reader = asyncio.create_task(self._read_loop())
+        assert self._proc.stdout is not None
+        self._reader = asyncio.create_task(self._read_loop(self._proc.stdout))
 
-    async def _read_event(self) -> dict[str, Any] | None:
-        assert self._proc is not None and self._proc.stdout is not None
-        line = await self._proc.stdout.readline()
+    async def _read_event(
+        self, stream: asyncio.StreamReader | None = None
+    ) -> dict[str, Any] | None:
+        if stream is None:
+            assert self._proc is not None and self._proc.stdout is not None
+            stream = self._proc.stdout
+        line = await stream.readline()
         return json.loads(line) if line else None
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, stream: asyncio.StreamReader) -> None:
         try:
-            while (event := await self._read_event()) is not None:
+            while (event := await self._read_event(stream)) is not None:
                 self._dispatch(event)
         finally:
             lost = RunnerLost("the worker process exited while running the job")
@@ -106,6 +111,11 @@ class WorkerProcess:
         try:
             await self._send({"op": "run", **asdict(task), "output_dir": str(task.output_dir)})
             event = await future
+        except asyncio.CancelledError:
+            # The caller gave the job up (shutdown): stop the worker's work on it too.
+            if self.alive:
+                await self._send({"op": "cancel", "job_id": task.job_id})
+            raise
         finally:
             self._pending.pop(task.job_id, None)
         return _result(event)

@@ -1,0 +1,172 @@
+"""The real thing, end to end: `kinema` CLI creates a key, `kinema serve --preset tiny` runs the
+server (uvicorn, worker process, tiny LTX-2 / FLUX.2 klein), the examples run against it, and an
+async request survives the server being killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kinema.media.video import probe_mp4
+
+pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(300)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "KINEMA_JOBS__LEASE_S": "2", "KINEMA_ENGINES__PRESET": "tiny"}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.key = ""
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "kinema", "--data-dir", str(self.data_dir), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return out.stdout.strip()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kinema",
+                "--data-dir",
+                str(self.data_dir),
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "server exited during start-up"
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise AssertionError("server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker: nothing gets to clean up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("served"))
+    srv.key = srv.cli("keys", "create", "--name", "e2e", "--credits", "50")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _run_example(server: Server, name: str, *args: str) -> dict[str, object]:
+    env = {**os.environ, "KINEMA_URL": server.url, "KINEMA_KEY": server.key}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_hosted_snippet_gets_a_contract_video(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "video.mp4"
+    result = _run_example(server, "hosted_snippet.py", "--out", str(out), "--duration", "5")
+    info = probe_mp4(out)
+    assert (info["width"], info["height"]) == (1920, 1080)
+    assert info["frames"] == 120 and info["fps"] == pytest.approx(24)
+    assert info["duration"] == pytest.approx(5.0, abs=0.05)
+    assert info["has_audio"] and info["audio_codec"] == "aac"
+    assert info["audio_duration"] == pytest.approx(5.0, abs=0.05)
+    meta = result["metadata"]
+    assert isinstance(meta, dict) and meta["transformer_passes"] == meta["steps"]
+
+
+def test_async_example_gets_a_png(server: Server, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "image.png"
+    _run_example(server, "async_image.py", "--out", str(out))
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (1024, 1024)
+
+
+def test_cli_shows_the_spent_balance(server: Server) -> None:
+    balance = float(server.cli("credits", "show", server.key))
+    assert balance == pytest.approx(50 - 5 * 0.126 - 0.035)
+
+
+def test_async_request_survives_a_killed_server(server: Server) -> None:
+    h = {"x-api-key": server.key}
+    body = {
+        "start_image_url": "data:image/png;base64," + _png_b64(),
+        "prompt": "waves",
+        "duration": "3",
+        "generate_audio": False,
+    }
+    sub = httpx.post(
+        server.url + "/v2/kling-3-standard-image2video", json=body, headers=h, timeout=30
+    ).json()
+    server.kill()
+    server.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(sub["status_url"], headers=h, timeout=10).json()
+        if status["status"] in ("COMPLETED", "FAILED"):
+            break
+        time.sleep(0.3)
+    assert status["status"] == "COMPLETED", status
+    result = httpx.get(sub["response_url"], headers=h, timeout=10).json()
+    assert httpx.get(result["output"], timeout=30).status_code == 200
+
+
+def _png_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 180), (10, 120, 60)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,52 @@
+"""Real services: PostgreSQL and Redis on 127.0.0.1 (as on the development and CI machines).
+Each test gets its own database / key prefix and removes it afterwards. Outside CI a missing
+service skips these tests; in CI (CI=true) it fails them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+PG_ADMIN = os.environ.get("KINEMA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KINEMA_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{what} is required in CI but unreachable: {exc}") from exc
+    pytest.skip(f"{what} not reachable: {exc}")
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    import asyncpg
+
+    name = f"kinema_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(PG_ADMIN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _unavailable("PostgreSQL", exc)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    import redis.asyncio as redis
+
+    client = redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, redis.RedisError) as exc:
+        await client.aclose()
+        _unavailable("Redis", exc)
+    yield REDIS_URL
+    await client.aclose()

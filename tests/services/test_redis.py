@@ -1,0 +1,64 @@
+"""Rate limits shared by API replicas through Redis."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kinema.billing.ratelimit import RateLimiter
+from kinema.runners.local import LocalRunner
+from tests.conftest import app_context, make_settings, png
+
+pytestmark = pytest.mark.services
+
+
+async def test_limiter_on_redis_counts_across_instances(redis_url: str) -> None:
+    import redis.asyncio as redis
+
+    prefix = f"kinema-test-{uuid.uuid4().hex[:8]}"
+    a = RateLimiter("3/minute", redis_url, key_prefix=prefix)
+    b = RateLimiter("3/minute", redis_url, key_prefix=prefix)
+    assert (await a.hit("k", None)).remaining == 2
+    assert (await b.hit("k", None)).remaining == 1  # the other replica sees the same window
+    await a.close()
+    await b.close()
+    client = redis.from_url(redis_url)
+    try:
+        assert await client.keys(f"{prefix}*")
+        await client.delete(*await client.keys(f"{prefix}*"))
+    finally:
+        await client.aclose()
+
+
+async def test_two_replicas_share_one_limit(
+    redis_url: str, tmp_path: Path, static_runner: LocalRunner
+) -> None:
+    import redis.asyncio as redis
+
+    prefix = f"kinema-test-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        tmp_path,
+        rate_limit={"default": "2/minute", "storage_url": redis_url, "key_prefix": prefix},
+    )
+    body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x"}
+    async with app_context(settings, static_runner) as one:
+        key = await one.key()
+        h = {"x-api-key": key}
+        assert (
+            await one.client.post("/v2/kling-3-image2image", json=body, headers=h)
+        ).status_code == 200
+        async with app_context(settings, static_runner) as two:
+            assert (
+                await two.client.post("/v2/kling-3-image2image", json=body, headers=h)
+            ).status_code == 200
+            r = await two.client.post("/v2/kling-3-image2image", json=body, headers=h)
+            assert r.status_code == 429
+            assert r.headers["x-rate-limit-remaining"] == "0" and "retry-after" in r.headers
+    client = redis.from_url(redis_url)
+    try:
+        await client.delete(*await client.keys(f"{prefix}*"))
+    finally:
+        await client.aclose()
