@@ -110,8 +110,9 @@ class EngineSettings(BaseModel):
     plugins: list[str] = []
     """Modules imported (in the API and worker processes) before presets are looked up; each
     registers its presets with ``kinema.engines.registry.register``, as the built-ins do."""
-    workers: int = Field(1, ge=1)
-    """Worker processes; each holds every loaded engine and runs one job at a time."""
+    workers: int = Field(1, ge=0)
+    """Worker processes; each holds every loaded engine and runs one job at a time. 0: an
+    API-only replica that runs no jobs (other processes sharing the database run them)."""
     startup_timeout_s: float = Field(600.0, gt=0)
 
     def resolved_presets(self) -> tuple[str, str]:

@@ -161,6 +161,7 @@ async def test_expired_lease_is_retried_by_another_dispatcher(
     """A dispatcher that claimed a job and died: once its lease expires the job runs again."""
     async with app_context(make_settings(tmp_path), static_runner) as c:
         key = await c.key()
+        assert c.svc.dispatcher is not None
         await c.svc.dispatcher.stop()  # this app's dispatcher stops claiming
         body = {"image_url": B64, "prompt": "x"}
         rid = (
@@ -183,6 +184,7 @@ async def test_expired_lease_is_retried_by_another_dispatcher(
 async def test_async_request_survives_restart(tmp_path: Path, static_runner: LocalRunner) -> None:
     async with app_context(make_settings(tmp_path), static_runner) as c:
         key = await c.key(credits=1)
+        assert c.svc.dispatcher is not None
         await c.svc.dispatcher.stop()
         rid = (
             await c.client.post(

@@ -34,8 +34,9 @@ class Services:
     storage: Storage
     http: httpx.AsyncClient
     generation: GenerationService
-    runner: Runner
-    dispatcher: Dispatcher
+    runner: Runner | None
+    """None in an API-only replica (``engines.workers = 0``)."""
+    dispatcher: Dispatcher | None
 
 
 def services(request: Request) -> Services:

@@ -46,15 +46,15 @@ def local_runner(settings: Settings) -> LocalRunner:
 @contextlib.asynccontextmanager
 async def services(settings: Settings, runner: Runner | None = None) -> AsyncIterator[Services]:
     """Everything an app needs; ``runner`` may be injected (tests share one across apps) and is
-    then neither started nor closed here."""
+    then neither started nor closed here. With ``engines.workers = 0`` and no runner, this is an
+    API-only replica: it accepts and answers requests, other processes run the jobs."""
     secret = settings.secret()
     db = create_engine(settings.database_url, echo=settings.database.echo)
     await migrate(db)
-    own_runner = runner is None
-    runner = runner or local_runner(settings)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
-        if own_runner:
+        if runner is None and settings.engines.workers > 0:
+            runner = local_runner(settings)
             await runner.start()
             stack.push_async_callback(runner.close)
         policy = fetch_policy(settings)
@@ -69,10 +69,20 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         )
         stack.push_async_callback(limiter.close)
         generation = GenerationService(settings, keys, jobs, limiter, storage, http, policy)
-        tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
-        dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs, tasks=tasks)
-        dispatcher.start()
-        stack.push_async_callback(dispatcher.stop)
+        dispatcher = None
+        if runner is not None:
+            tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
+            dispatcher = Dispatcher(
+                db,
+                jobs,
+                runner,
+                storage,
+                settings.jobs,
+                tasks=tasks,
+                work_root=settings.data_dir / "work",
+            )
+            dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
         cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
         stack.callback(cleanup.cancel)
         yield Services(

@@ -53,7 +53,11 @@ async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
             f"generation did not finish within {svc.settings.server.sync_timeout_s:g} s; "
             "it was cancelled and refunded (use the v2 endpoint for long generations)"
         )
-    balance = await svc.keys.balance(sub.key.id)
+    # Completed: the reservation taken at submit is the charge, so that balance is still "after
+    # this request"; otherwise the refund changed it.
+    balance = sub.balance_micros
+    if balance is None or job.status is not Status.COMPLETED:
+        balance = await svc.keys.balance(sub.key.id)
     headers = generation_headers(job, balance, sub.rate)
     if job.status is Status.FAILED:
         raise _sync_failure(job.error or "generation failed", headers)
@@ -84,7 +88,9 @@ async def generate_async(
 ) -> JSONResponse:
     sub, _ = await _submit(request, svc, slug, sync=False, idempotency_key=idempotency_key)
     root = base_url(request, svc.settings)
-    balance = await svc.keys.balance(sub.key.id)
+    balance = sub.balance_micros
+    if balance is None:
+        balance = await svc.keys.balance(sub.key.id)
     job_id = sub.job.id
     body = AsyncSubmitResponse(
         request_id=job_id,

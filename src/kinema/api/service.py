@@ -37,7 +37,8 @@ class Submission:
     key: KeyRecord
     rate: RateState
     endpoint: Endpoint
-    created: bool
+    balance_micros: int | None
+    """The balance right after this request's reservation; None for an idempotent replay."""
 
 
 class GenerationService:
@@ -103,16 +104,16 @@ class GenerationService:
         if idempotency_key:
             earlier = await self._jobs.replay(new)
             if earlier is not None:
-                return Submission(earlier, key, rate, endpoint, created=False), request
+                return Submission(earlier, key, rate, endpoint, None), request
         inputs = await self._store_inputs(new.id, endpoint.media(request))
         try:
-            job, created = await self._jobs.submit(_with_inputs(new, inputs))
+            job, balance = await self._jobs.submit(_with_inputs(new, inputs))
         except BaseException:
             await self._storage.delete_prefix(f"inputs/{new.id}")
             raise
-        if not created:
+        if job.id != new.id:  # lost an idempotency race: the earlier job answers
             await self._storage.delete_prefix(f"inputs/{new.id}")
-        return Submission(job, key, rate, endpoint, created), request
+        return Submission(job, key, rate, endpoint, balance), request
 
     async def _store_inputs(self, job_id: str, refs: MediaRefs) -> dict[str, Any]:
         """Fetch and verify every input image concurrently, then keep them with the job so a

@@ -38,6 +38,7 @@ class Dispatcher:
         settings: JobSettings,
         *,
         tasks: dict[str, str],
+        work_root: Path | None = None,
     ) -> None:
         self._db = db
         self._jobs = jobs
@@ -45,10 +46,14 @@ class Dispatcher:
         self._storage = storage
         self._settings = settings
         self._tasks = tasks
+        self._work_root = work_root
+        """Scratch space; beside the local storage so outputs are renamed into it, not copied."""
         """model slug → engine task."""
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
+        self._abandoned_checked = 0.0
+        self._stopping = False
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
@@ -56,10 +61,12 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then abandon
         the rest to their lease (another dispatcher or the next start retries them)."""
+        # A flag, not cancellation: Python 3.11's wait_for can swallow a cancel that races
+        # with the event it waits for, which would leave the loop running forever.
+        self._stopping = True
+        self._jobs.notifier.work_available.set()
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await self._loop
         running = list(self._active.values())
         if running:
             await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
@@ -69,18 +76,23 @@ class Dispatcher:
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available
-        while True:
+        while not self._stopping:
             try:
                 await self.tick()
             except Exception:
                 log.exception("dispatcher tick failed")
+            if self._stopping:
+                return
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._settings.poll_interval_s)
 
     async def tick(self) -> int:
-        """Fail abandoned jobs, then claim as many jobs as there are free slots."""
-        await self._fail_abandoned()
+        """Fail abandoned jobs (at most once per poll interval: it is a scan), then claim as
+        many jobs as there are free slots."""
+        if time.monotonic() - self._abandoned_checked >= self._settings.poll_interval_s:
+            self._abandoned_checked = time.monotonic()
+            await self._fail_abandoned()
         free = self._runner.capacity - len(self._active)
         if free <= 0:
             return 0
@@ -115,7 +127,9 @@ class Dispatcher:
             )
 
     async def _execute(self, job: Job) -> None:
-        workdir = Path(tempfile.mkdtemp(prefix=f"kinema-{job.id}-"))
+        if self._work_root is not None:
+            self._work_root.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=self._work_root))
         progress: list[float] = [0.0]
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
         try:

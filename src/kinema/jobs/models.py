@@ -59,6 +59,36 @@ class Job:
         return self.price_micros if self.status is Status.COMPLETED else 0
 
 
+def queued_job(new: NewJob, *, now: float, expires_at: float) -> Job:
+    """The row :func:`kinema.jobs.repository.insert_job` writes, without reading it back."""
+    return Job(
+        id=new.id,
+        key_id=new.key_id,
+        model=new.model,
+        status=Status.QUEUED,
+        params=new.params,
+        inputs=new.inputs,
+        price_micros=new.price_micros,
+        sync=new.sync,
+        attempts=0,
+        lease_owner=None,
+        cancel_requested=False,
+        progress=None,
+        output_key=None,
+        output_content_type=None,
+        output_metadata=None,
+        error=None,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        inference_time=None,
+        expires_at=expires_at,
+        output_expires_at=None,
+        idempotency_key=new.idempotency_key,
+        request_hash=new.request_hash,
+    )
+
+
 @dataclass(frozen=True)
 class NewJob:
     """What the API hands the job service at submit time."""

@@ -87,21 +87,18 @@ async def claim(
     conn: AsyncConnection, *, owner: str, limit: int, now: float, lease_s: float, max_attempts: int
 ) -> list[Job]:
     """Take up to ``limit`` runnable jobs (queued, or processing with an expired lease and
-    attempts left), oldest first, leasing them to ``owner``."""
-    query = (
+    attempts left), oldest first, leasing them to ``owner``: one UPDATE … RETURNING."""
+    candidates = (
         select(jobs.c.id)
         .where(_claimable(now), jobs.c.attempts < max_attempts, jobs.c.cancel_requested.is_(False))
         .order_by(jobs.c.created_at)
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list((await conn.execute(query)).scalars())
-    if not ids:
-        return []
-    await conn.execute(
+        candidates = candidates.with_for_update(skip_locked=True)
+    rows = await conn.execute(
         update(jobs)
-        .where(jobs.c.id.in_(ids))
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
         .values(
             status=Status.PROCESSING.value,
             lease_owner=owner,
@@ -110,9 +107,9 @@ async def claim(
             started_at=func.coalesce(jobs.c.started_at, now),
             progress=0.0,
         )
+        .returning(*jobs.c)
     )
-    rows = await conn.execute(select(jobs).where(jobs.c.id.in_(ids)).order_by(jobs.c.created_at))
-    return [_job(r) for r in rows]
+    return sorted((_job(r) for r in rows), key=lambda job: job.created_at)
 
 
 async def abandoned(conn: AsyncConnection, *, now: float, max_attempts: int) -> list[Job]:
@@ -157,9 +154,10 @@ async def finish(
     owner: str | None,
     expected: tuple[Status, ...],
     **values: Any,
-) -> bool:
+) -> Job | None:
     """Move a job to a final status, only from ``expected`` and (if given) under ``owner``'s lease.
-    Returns False when someone else got there first (so callers never settle twice)."""
+    Returns the settled job, or None when someone else got there first (callers never settle
+    twice)."""
     conditions = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected])]
     if owner is not None:
         conditions.append(jobs.c.lease_owner == owner)
@@ -167,8 +165,10 @@ async def finish(
         update(jobs)
         .where(*conditions)
         .values(status=status.value, finished_at=now, lease_expires_at=None, **values)
+        .returning(*jobs.c)
     )
-    return result.rowcount == 1
+    row = result.first()
+    return _job(row) if row else None
 
 
 async def release(conn: AsyncConnection, job_id: str, owner: str) -> bool:

@@ -5,6 +5,8 @@ job can end other than COMPLETED refunds the reservation exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kinema.billing import repository as billing
 from kinema.errors import Conflict, InsufficientCredits, NotFound
 from kinema.jobs import repository as repo
-from kinema.jobs.models import Job, NewJob, Status
+from kinema.jobs.models import Job, NewJob, Status, queued_job
 from kinema.jobs.notify import Notifier
 from kinema.settings import Settings
 
@@ -28,13 +30,14 @@ class JobService:
         self._settings = settings
         self.notifier = notifier
 
-    async def submit(self, new: NewJob) -> tuple[Job, bool]:
-        """Reserve the price and insert the job in ONE transaction. Returns (job, created);
-        with an idempotency key seen before (same body) the earlier job comes back, uncharged."""
+    async def submit(self, new: NewJob) -> tuple[Job, int | None]:
+        """Reserve the price and insert the job in ONE transaction. Returns the job and the
+        balance after the reservation; with an idempotency key seen before (same body) the
+        earlier job comes back, uncharged, with None for the balance."""
         if new.idempotency_key:
             earlier = await self.replay(new)
             if earlier is not None:
-                return earlier, False
+                return earlier, None
         now = time.time()
         try:
             async with self._db.begin() as conn:
@@ -52,11 +55,9 @@ class JobService:
             earlier = await self.replay(new)
             if earlier is None:
                 raise
-            return earlier, False
+            return earlier, None
         self.notifier.job_submitted()
-        job = await self.get(new.id)
-        assert job is not None
-        return job, True
+        return queued_job(new, now=now, expires_at=expires), after
 
     async def replay(self, new: NewJob) -> Job | None:
         """The earlier job with this idempotency key, if any (409 if its body differs)."""
@@ -89,17 +90,22 @@ class JobService:
             return await repo.queue_position(conn, job)
 
     async def wait_final(self, job_id: str, timeout: float) -> Job:
-        """Wait for the job to finish (in-process wake-up, store poll as the fallback)."""
+        """Wait for the job to finish: an in-process announcement carries the final job; the
+        store is polled as the fallback (a job run by another replica)."""
         deadline = time.monotonic() + timeout
         while True:
-            job = await self.get(job_id)
-            assert job is not None
-            remaining = deadline - time.monotonic()
-            if job.status.final or remaining <= 0:
-                return job
-            await self.notifier.wait_finished(
-                job_id, min(remaining, self._settings.jobs.poll_interval_s * 4)
-            )
+            with self.notifier.watch(job_id) as watch:
+                job = await self.get(job_id)
+                assert job is not None
+                remaining = deadline - time.monotonic()
+                if job.status.final or remaining <= 0:
+                    return job
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        watch.event.wait(), min(remaining, self._settings.jobs.poll_interval_s * 4)
+                    )
+                if watch.job is not None and watch.job.status.final:
+                    return watch.job
 
     async def cancel(self, job: Job, reason: str = CANCELLED) -> Job:
         """Queued: failed and refunded now. Running: flagged; the runner stops at the next step
@@ -121,7 +127,7 @@ class JobService:
     async def settle_completed(self, job: Job, owner: str, **values: Any) -> bool:
         now = time.time()
         async with self._db.begin() as conn:
-            done = await repo.finish(
+            final = await repo.finish(
                 conn,
                 job.id,
                 status=Status.COMPLETED,
@@ -132,8 +138,8 @@ class JobService:
                 output_expires_at=now + self._settings.retention.output_ttl_s,
                 **values,
             )
-        self.notifier.job_changed(job.id, final=done)
-        return done
+        self.notifier.job_changed(job.id, final=final is not None, job=final)
+        return final is not None
 
     async def settle_failed(
         self,
@@ -146,7 +152,7 @@ class JobService:
         """FAILED + full refund, once; False if the job was already settled by someone else."""
         now = time.time()
         async with self._db.begin() as conn:
-            done = await repo.finish(
+            final = await repo.finish(
                 conn,
                 job.id,
                 status=Status.FAILED,
@@ -155,9 +161,9 @@ class JobService:
                 expected=expected,
                 error=error,
             )
-            if done:
+            if final is not None:
                 await billing.refund(
                     conn, job.key_id, job.id, job.price_micros, now=now, note=error
                 )
-        self.notifier.job_changed(job.id, final=done)
-        return done
+        self.notifier.job_changed(job.id, final=final is not None, job=final)
+        return final is not None

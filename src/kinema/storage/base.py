@@ -7,13 +7,15 @@ from typing import Protocol
 
 
 class Storage(Protocol):
-    async def put_file(self, key: str, src: Path, content_type: str) -> None: ...
+    async def put_file(self, key: str, src: Path, content_type: str) -> None:
+        """Store ``src`` under ``key``; ``src`` may be moved (callers treat it as consumed)."""
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
     async def get_bytes(self, key: str) -> bytes: ...
 
-    async def get_to_file(self, key: str, dest: Path) -> None: ...
+    async def get_to_file(self, key: str, dest: Path) -> None:
+        """Write the object to ``dest`` (which must not exist; it may become a hard link)."""
 
     async def exists(self, key: str) -> bool: ...
 

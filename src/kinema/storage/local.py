@@ -25,7 +25,7 @@ class LocalStorage:
         return path
 
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
-        await asyncio.to_thread(self._copy_atomic, src, self.path(key))
+        await asyncio.to_thread(self._move_atomic, src, self.path(key))
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write_atomic, data, self.path(key))
@@ -41,7 +41,7 @@ class LocalStorage:
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"file {key!r} not found")
-        await asyncio.to_thread(shutil.copyfile, path, dest)
+        await asyncio.to_thread(_link_or_copy, path, dest)
 
     async def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -57,8 +57,13 @@ class LocalStorage:
         return signed_url(self._secret, base_url, key, ttl_s)
 
     @staticmethod
-    def _copy_atomic(src: Path, dest: Path) -> None:
+    def _move_atomic(src: Path, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dest)  # same filesystem: a rename, no copy
+            return
+        except OSError:
+            pass
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
@@ -69,3 +74,11 @@ class LocalStorage:
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, dest)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Stored files are never modified in place, so a hard link is a safe, free copy."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
