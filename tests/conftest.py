@@ -138,6 +138,15 @@ def images() -> Iterator[ImageServer]:
     server.server.server_close()
 
 
+async def ledger_and_balance(svc: Services, key_id: str) -> tuple[int, int]:
+    """(sum of the key's ledger rows, its balance): equal whenever the books are right."""
+    from kinema.billing import repository as billing
+
+    return await svc.db.read(
+        lambda conn: (billing.ledger_sum(conn, key_id), billing.balance(conn, key_id))
+    )
+
+
 async def wait_status(
     client: httpx.AsyncClient, key: str, request_id: str, *statuses: str, timeout: float = 30
 ) -> httpx.Response:

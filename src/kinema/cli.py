@@ -14,7 +14,7 @@ from kinema.billing.keys import from_micros
 from kinema.billing.service import KeyService
 from kinema.errors import KinemaError
 from kinema.settings import Settings, load_settings
-from kinema.store.db import create_engine, migrate
+from kinema.store.db import open_database
 
 T = TypeVar("T")
 
@@ -67,8 +67,8 @@ def migrate_cmd(settings: Settings) -> None:
     """Create or upgrade the database schema."""
 
     async def run() -> None:
-        db = create_engine(settings.database_url)
-        await migrate(db)
+        db = open_database(settings.database_url)
+        await db.migrate()
         await db.dispose()
 
     asyncio.run(run())
@@ -77,9 +77,9 @@ def migrate_cmd(settings: Settings) -> None:
 
 def _with_keys(settings: Settings, action: Callable[[KeyService], Awaitable[T]]) -> T:
     async def run() -> T:
-        db = create_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            await migrate(db)
+            await db.migrate()
             return await action(KeyService(db, settings.secret()))
         finally:
             await db.dispose()

@@ -32,8 +32,8 @@ class ServerSettings(BaseModel):
 
 class DatabaseSettings(BaseModel):
     url: str | None = None
-    """SQLAlchemy async URL. Default: ``sqlite+aiosqlite:///<data_dir>/kinema.db``.
-    PostgreSQL: ``postgresql+asyncpg://user@host/db``."""
+    """Default: ``sqlite:///<data_dir>/kinema.db``. PostgreSQL:
+    ``postgresql+asyncpg://user@host/db``."""
     echo: bool = False
 
 
@@ -161,7 +161,7 @@ class Settings(BaseSettings):
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'kinema.db'}"
+        return self.database.url or f"sqlite:///{self.data_dir / 'kinema.db'}"
 
     @property
     def storage_path(self) -> Path:

@@ -12,11 +12,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from kinema.billing import repository as billing
 from kinema.jobs import repository as repo
 from kinema.runners.local import LocalRunner
 from kinema.store.tables import credit_ledger
-from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
+from tests.conftest import (
+    Ctx,
+    app_context,
+    ledger_and_balance,
+    make_settings,
+    png,
+    start_runner,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +127,9 @@ async def test_failed_generation_is_422_and_refunded(tmp_path: Path) -> None:
             r = await c.client.post("/v1/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
             assert r.status_code == 500 and "out of memory" in r.json()["error"]
             assert await _balance(c, key) == 5
-            async with c.svc.db.connect() as conn:
-                key_id = (await c.svc.keys.authenticate(key)).id
-                assert await billing.ledger_sum(conn, key_id) == await billing.balance(conn, key_id)
+            key_id = (await c.svc.keys.authenticate(key)).id
+            ledger, balance = await ledger_and_balance(c.svc, key_id)
+            assert ledger == balance == 5_000_000
     finally:
         await runner.close()
 
@@ -144,12 +151,11 @@ async def test_worker_crash_is_retried_then_failed_and_refunded(tmp_path: Path) 
             job = await c.svc.jobs.get(rid)
             assert job is not None and job.attempts == 2
             assert await _balance(c, key) == 5
-            async with c.svc.db.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(credit_ledger.c.kind).where(credit_ledger.c.job_id == rid)
-                    )
+            rows = await c.svc.db.read(
+                lambda conn: conn.execute(
+                    select(credit_ledger.c.kind).where(credit_ledger.c.job_id == rid)
                 ).all()
+            )
             assert sorted(r.kind for r in rows) == ["refund", "reserve"]
     finally:
         await runner.close()
@@ -167,10 +173,12 @@ async def test_expired_lease_is_retried_by_another_dispatcher(
         rid = (
             await c.client.post("/v2/kling-3-image2image", json=body, headers={"x-api-key": key})
         ).json()["request_id"]
-        async with c.svc.db.begin() as conn:
-            claimed = await repo.claim(
-                conn, owner="dead-dispatcher", limit=1, now=time.time(), lease_s=0.2, max_attempts=3
+        now = time.time()
+        claimed = await c.svc.db.write(
+            lambda conn: repo.claim(
+                conn, owner="dead-dispatcher", limit=1, now=now, lease_s=0.2, max_attempts=3
             )
+        )
         assert [j.id for j in claimed] == [rid]
     # A new process on the same data: the dead lease has expired by now.
     await asyncio.sleep(0.3)
@@ -231,8 +239,8 @@ async def test_crash_between_reserve_and_insert_changes_nothing(
     )
     original = repo.insert_job
 
-    async def exploding(*args: Any, **kwargs: Any) -> None:
-        await original(*args, **kwargs)
+    def exploding(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
         raise RuntimeError("crash after insert, before commit")
 
     monkeypatch.setattr(repo, "insert_job", exploding)
@@ -240,5 +248,4 @@ async def test_crash_between_reserve_and_insert_changes_nothing(
         await ctx.svc.jobs.submit(bad)
     assert await _balance(ctx, key) == 1
     assert await ctx.svc.jobs.get(bad.id) is None
-    async with ctx.svc.db.connect() as conn:
-        assert await billing.ledger_sum(conn, record.id) == 1_000_000
+    assert await ledger_and_balance(ctx.svc, record.id) == (1_000_000, 1_000_000)

@@ -58,15 +58,16 @@ async def test_expired_request_is_404_before_cleanup(ctx: Ctx) -> None:
 
     from kinema.store.tables import jobs
 
-    async with ctx.svc.db.begin() as conn:
-        await conn.execute(update(jobs).where(jobs.c.id == rid).values(expires_at=time.time() - 1))
+    past = time.time() - 1
+    await ctx.svc.db.write(
+        lambda conn: conn.execute(update(jobs).where(jobs.c.id == rid).values(expires_at=past))
+    )
     r = await ctx.client.get(f"/v2/requests/{rid}/status", headers=h)
     assert r.status_code == 404
 
 
 async def test_sqlite_migrations_match_the_tables(ctx: Ctx) -> None:
-    async with ctx.svc.db.connect() as conn:
-        diff = await conn.run_sync(
-            lambda c: compare_metadata(MigrationContext.configure(c), metadata)
-        )
+    diff = await ctx.svc.db.read(
+        lambda conn: compare_metadata(MigrationContext.configure(conn), metadata)
+    )
     assert diff == []

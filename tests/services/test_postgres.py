@@ -11,27 +11,24 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Connection
 
-from kinema.billing import repository as billing
 from kinema.jobs import repository as repo
 from kinema.jobs.models import NewJob
 from kinema.runners.local import LocalRunner
-from kinema.store.db import create_engine, migrate
+from kinema.store.db import open_database
 from kinema.store.tables import metadata
-from tests.conftest import app_context, make_settings, png, wait_status
+from tests.conftest import app_context, ledger_and_balance, make_settings, png, wait_status
 
 pytestmark = pytest.mark.services
 B64 = base64.b64encode(png()).decode()
 
 
 async def test_migrations_match_the_tables(pg_url: str) -> None:
-    db = create_engine(pg_url)
-    await migrate(db)
-    await migrate(db)  # idempotent
-    async with db.connect() as conn:
-        diff = await conn.run_sync(
-            lambda c: compare_metadata(MigrationContext.configure(c), metadata)
-        )
+    db = open_database(pg_url)
+    await db.migrate()
+    await db.migrate()  # idempotent
+    diff = await db.read(lambda conn: compare_metadata(MigrationContext.configure(conn), metadata))
     await db.dispose()
     assert diff == []
 
@@ -53,20 +50,21 @@ async def test_both_paths_on_postgres(
         r = await c.client.get("/v1/get-user-credits", headers=h)
         assert r.json()["credits"] == pytest.approx(1 - 2 * 0.035)
         key_id = (await c.svc.keys.authenticate(key)).id
-        async with c.svc.db.connect() as conn:
-            assert await billing.ledger_sum(conn, key_id) == await billing.balance(conn, key_id)
+        ledger, balance = await ledger_and_balance(c.svc, key_id)
+        assert ledger == balance == pytest.approx(1_000_000 - 2 * 35_000)
 
 
 async def test_concurrent_claims_never_take_the_same_job(pg_url: str, tmp_path: Path) -> None:
-    db = create_engine(pg_url)
-    await migrate(db)
+    db = open_database(pg_url)
+    await db.migrate()
     from kinema.billing.service import KeyService
 
     record = (await KeyService(db, b"s").create(credits=100)).record
     now = time.time()
-    async with db.begin() as conn:
+
+    def insert_all(conn: Connection) -> None:
         for i in range(40):
-            await repo.insert_job(
+            repo.insert_job(
                 conn,
                 NewJob(
                     id=f"job-{i:02d}",
@@ -80,13 +78,16 @@ async def test_concurrent_claims_never_take_the_same_job(pg_url: str, tmp_path: 
                 expires_at=now + 3600,
             )
 
+    await db.write(insert_all)
+
     async def claimer(owner: str) -> list[str]:
         taken: list[str] = []
         for _ in range(10):
-            async with db.begin() as conn:
-                jobs = await repo.claim(
+            jobs = await db.write(
+                lambda conn: repo.claim(
                     conn, owner=owner, limit=3, now=time.time(), lease_s=60, max_attempts=3
                 )
+            )
             taken += [j.id for j in jobs]
         return taken
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 def test_defaults_are_embedded(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path)
-    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'kinema.db'}"
+    assert s.database_url == f"sqlite:///{tmp_path / 'kinema.db'}"
     assert s.storage_path == tmp_path / "files"
     assert s.engines.resolved_presets() == ("tiny-ltx2", "tiny-flux2-klein")
 

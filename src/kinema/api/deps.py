@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
 from kinema.jobs.service import JobService
 from kinema.settings import Settings
 from kinema.storage.base import Storage
+from kinema.store.db import Database
 
 if TYPE_CHECKING:
     from kinema.api.service import GenerationService
@@ -27,7 +27,7 @@ class Services:
 
     settings: Settings
     secret: bytes
-    db: AsyncEngine
+    db: Database
     keys: KeyService
     jobs: JobService
     limiter: RateLimiter

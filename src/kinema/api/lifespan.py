@@ -21,7 +21,7 @@ from kinema.runners.base import Runner
 from kinema.runners.local import LocalRunner
 from kinema.settings import Settings
 from kinema.storage.local import LocalStorage
-from kinema.store.db import create_engine, migrate
+from kinema.store.db import open_database
 
 
 def local_runner(settings: Settings) -> LocalRunner:
@@ -49,8 +49,8 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
     then neither started nor closed here. With ``engines.workers = 0`` and no runner, this is an
     API-only replica: it accepts and answers requests, other processes run the jobs."""
     secret = settings.secret()
-    db = create_engine(settings.database_url, echo=settings.database.echo)
-    await migrate(db)
+    db = open_database(settings.database_url, echo=settings.database.echo)
+    await db.migrate()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
         if runner is None and settings.engines.workers > 0:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, exists, func, insert, select, update
 
 from kinema.store.tables import api_keys, credit_ledger
 
@@ -40,8 +39,8 @@ def _record(row: Any) -> KeyRecord:
     )
 
 
-async def insert_key(conn: AsyncConnection, record: KeyRecord, key_hash: str) -> None:
-    await conn.execute(
+def insert_key(conn: Connection, record: KeyRecord, key_hash: str) -> None:
+    conn.execute(
         insert(api_keys).values(
             id=record.id,
             name=record.name,
@@ -55,28 +54,28 @@ async def insert_key(conn: AsyncConnection, record: KeyRecord, key_hash: str) ->
     )
 
 
-async def by_hash(conn: AsyncConnection, key_hash: str) -> KeyRecord | None:
-    row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+def by_hash(conn: Connection, key_hash: str) -> KeyRecord | None:
+    row = (conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
     return _record(row) if row else None
 
 
-async def by_id(conn: AsyncConnection, key_id: str) -> KeyRecord | None:
-    row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+def by_id(conn: Connection, key_id: str) -> KeyRecord | None:
+    row = (conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
     return _record(row) if row else None
 
 
-async def by_prefix(conn: AsyncConnection, prefix: str) -> list[KeyRecord]:
-    rows = await conn.execute(select(api_keys).where(api_keys.c.prefix.startswith(prefix)))
+def by_prefix(conn: Connection, prefix: str) -> list[KeyRecord]:
+    rows = conn.execute(select(api_keys).where(api_keys.c.prefix.startswith(prefix)))
     return [_record(r) for r in rows]
 
 
-async def all_keys(conn: AsyncConnection) -> list[KeyRecord]:
-    rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+def all_keys(conn: Connection) -> list[KeyRecord]:
+    rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at))
     return [_record(r) for r in rows]
 
 
-async def revoke(conn: AsyncConnection, key_id: str, now: float) -> bool:
-    result = await conn.execute(
+def revoke(conn: Connection, key_id: str, now: float) -> bool:
+    result = conn.execute(
         update(api_keys)
         .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=now)
@@ -84,13 +83,13 @@ async def revoke(conn: AsyncConnection, key_id: str, now: float) -> bool:
     return result.rowcount == 1
 
 
-async def balance(conn: AsyncConnection, key_id: str) -> int:
-    value = await conn.scalar(select(api_keys.c.balance_micros).where(api_keys.c.id == key_id))
+def balance(conn: Connection, key_id: str) -> int:
+    value = conn.scalar(select(api_keys.c.balance_micros).where(api_keys.c.id == key_id))
     return int(value or 0)
 
 
-async def _move(
-    conn: AsyncConnection,
+def _move(
+    conn: Connection,
     key_id: str,
     amount: int,
     *,
@@ -105,7 +104,7 @@ async def _move(
     stmt = update(api_keys).where(api_keys.c.id == key_id)
     if require_cover:
         stmt = stmt.where(api_keys.c.balance_micros + amount >= 0)
-    result = await conn.execute(
+    result = conn.execute(
         stmt.values(balance_micros=api_keys.c.balance_micros + amount).returning(
             api_keys.c.balance_micros
         )
@@ -114,7 +113,7 @@ async def _move(
     if row is None:
         return None
     after = int(row[0])
-    await conn.execute(
+    conn.execute(
         insert(credit_ledger).values(
             key_id=key_id,
             job_id=job_id,
@@ -128,37 +127,33 @@ async def _move(
     return after
 
 
-async def grant(conn: AsyncConnection, key_id: str, amount: int, *, now: float, note: str) -> int:
-    after = await _move(conn, key_id, amount, kind="grant", now=now, note=note)
+def grant(conn: Connection, key_id: str, amount: int, *, now: float, note: str) -> int:
+    after = _move(conn, key_id, amount, kind="grant", now=now, note=note)
     if after is None:
         raise LookupError(key_id)
     return after
 
 
-async def reserve(
-    conn: AsyncConnection, key_id: str, job_id: str, amount: int, *, now: float
-) -> int | None:
+def reserve(conn: Connection, key_id: str, job_id: str, amount: int, *, now: float) -> int | None:
     """Take the price of a job; None when the balance cannot cover it."""
-    return await _move(
-        conn, key_id, -amount, kind="reserve", job_id=job_id, now=now, require_cover=True
-    )
+    return _move(conn, key_id, -amount, kind="reserve", job_id=job_id, now=now, require_cover=True)
 
 
-async def refund(
-    conn: AsyncConnection, key_id: str, job_id: str, amount: int, *, now: float, note: str
+def refund(
+    conn: Connection, key_id: str, job_id: str, amount: int, *, now: float, note: str
 ) -> int | None:
     """Give a job's reservation back, once: a second refund of the same job does nothing."""
-    already = await conn.scalar(
+    already = conn.scalar(
         select(exists().where(credit_ledger.c.job_id == job_id, credit_ledger.c.kind == "refund"))
     )
     if already:
         return None
-    return await _move(conn, key_id, amount, kind="refund", job_id=job_id, now=now, note=note[:200])
+    return _move(conn, key_id, amount, kind="refund", job_id=job_id, now=now, note=note[:200])
 
 
-async def ledger_sum(conn: AsyncConnection, key_id: str) -> int:
+def ledger_sum(conn: Connection, key_id: str) -> int:
     """Sum of every ledger row of a key; equals the balance (a test checks the invariant)."""
-    value = await conn.scalar(
+    value = conn.scalar(
         select(func.coalesce(func.sum(credit_ledger.c.amount_micros), 0)).where(
             credit_ledger.c.key_id == key_id
         )

@@ -6,12 +6,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection
 
 from kinema.billing import repository as repo
 from kinema.billing.keys import display_prefix, generate_key, hash_key, to_micros
 from kinema.billing.repository import KeyRecord
 from kinema.errors import Forbidden, NotFound, Unauthorized
+from kinema.store.db import Database
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class NewKey:
 
 
 class KeyService:
-    def __init__(self, db: AsyncEngine, secret: bytes) -> None:
+    def __init__(self, db: Database, secret: bytes) -> None:
         self._db = db
         self._secret = secret
 
@@ -46,20 +47,21 @@ class KeyService:
             created_at=now,
             revoked_at=None,
         )
-        async with self._db.begin() as conn:
-            await repo.insert_key(conn, record, hash_key(key, self._secret))
+
+        def tx(conn: Connection) -> None:
+            repo.insert_key(conn, record, hash_key(key, self._secret))
             if record.balance_micros:
-                await repo.grant(
-                    conn, record.id, record.balance_micros, now=now, note="initial credits"
-                )
+                repo.grant(conn, record.id, record.balance_micros, now=now, note="initial credits")
+
+        await self._db.write(tx)
         return NewKey(key=key, record=record)
 
     async def authenticate(self, key: str | None, model: str | None = None) -> KeyRecord:
         """The key's record; 401 when missing/unknown/revoked, 403 when not allowed ``model``."""
         if not key:
             raise Unauthorized("missing API key: send it in the x-api-key header")
-        async with self._db.connect() as conn:
-            record = await repo.by_hash(conn, hash_key(key, self._secret))
+        key_hash = hash_key(key, self._secret)
+        record = await self._db.read(lambda conn: repo.by_hash(conn, key_hash))
         if record is None:
             raise Unauthorized("invalid API key")
         if record.revoked_at is not None:
@@ -70,32 +72,36 @@ class KeyService:
 
     async def resolve(self, ref: str) -> KeyRecord:
         """A key by its secret, its id (``key_…``) or a unique display prefix (CLI use)."""
-        async with self._db.connect() as conn:
-            record = await repo.by_hash(conn, hash_key(ref, self._secret))
-            record = record or await repo.by_id(conn, ref)
+        ref_hash = hash_key(ref, self._secret)
+
+        def tx(conn: Connection) -> KeyRecord | None:
+            record = repo.by_hash(conn, ref_hash) or repo.by_id(conn, ref)
             if record is None and len(ref) >= 6:
-                matches = await repo.by_prefix(conn, ref)
+                matches = repo.by_prefix(conn, ref)
                 record = matches[0] if len(matches) == 1 else None
+            return record
+
+        record = await self._db.read(tx)
         if record is None:
             raise NotFound(f"no API key matches {ref!r}")
         return record
 
     async def list(self) -> list[KeyRecord]:
-        async with self._db.connect() as conn:
-            return await repo.all_keys(conn)
+        return await self._db.read(repo.all_keys)
 
     async def revoke(self, ref: str) -> KeyRecord:
         record = await self.resolve(ref)
-        async with self._db.begin() as conn:
-            await repo.revoke(conn, record.id, time.time())
+        now = time.time()
+        await self._db.write(lambda conn: repo.revoke(conn, record.id, now))
         return record
 
     async def add_credits(self, ref: str, credits: float, note: str = "operator grant") -> int:
         """Grant (or, negative, take) credits; returns the new balance in micro-credits."""
         record = await self.resolve(ref)
-        async with self._db.begin() as conn:
-            return await repo.grant(conn, record.id, to_micros(credits), now=time.time(), note=note)
+        amount, now = to_micros(credits), time.time()
+        return await self._db.write(
+            lambda conn: repo.grant(conn, record.id, amount, now=now, note=note)
+        )
 
     async def balance(self, key_id: str) -> int:
-        async with self._db.connect() as conn:
-            return await repo.balance(conn, key_id)
+        return await self._db.read(lambda conn: repo.balance(conn, key_id))

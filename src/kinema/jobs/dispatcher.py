@@ -15,8 +15,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Job
@@ -24,6 +22,7 @@ from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
 from kinema.storage.base import Storage
+from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     def __init__(
         self,
-        db: AsyncEngine,
+        db: Database,
         jobs: JobService,
         runner: Runner,
         storage: Storage,
@@ -96,15 +95,17 @@ class Dispatcher:
         free = self._runner.capacity - len(self._active)
         if free <= 0:
             return 0
-        async with self._db.begin() as conn:
-            claimed = await repo.claim(
+        now = time.time()
+        claimed = await self._db.write(
+            lambda conn: repo.claim(
                 conn,
                 owner=self.owner,
                 limit=free,
-                now=time.time(),
+                now=now,
                 lease_s=self._settings.lease_s,
                 max_attempts=self._settings.max_attempts,
             )
+        )
         for job in claimed:
             self._active[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
             self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
@@ -115,10 +116,10 @@ class Dispatcher:
         self._jobs.notifier.work_available.set()
 
     async def _fail_abandoned(self) -> None:
-        async with self._db.connect() as conn:
-            lost = await repo.abandoned(
-                conn, now=time.time(), max_attempts=self._settings.max_attempts
-            )
+        now = time.time()
+        lost = await self._db.read(
+            lambda conn: repo.abandoned(conn, now=now, max_attempts=self._settings.max_attempts)
+        )
         for job in lost:
             await self._jobs.settle_failed(
                 job,
@@ -178,8 +179,7 @@ class Dispatcher:
                 job, f"{WORKER_LOST} {job.attempts} times; the job was abandoned", owner=self.owner
             )
             return True
-        async with self._db.begin() as conn:
-            await repo.release(conn, job.id, self.owner)
+        await self._db.write(lambda conn: repo.release(conn, job.id, self.owner))
         self._jobs.notifier.job_submitted()
         return False
 
@@ -222,14 +222,14 @@ class Dispatcher:
         while True:
             await asyncio.sleep(tick)
             value = progress[0]
-            async with self._db.begin() as conn:
-                cancel = await repo.renew_lease(
-                    conn,
-                    job.id,
-                    self.owner,
-                    until=time.time() + self._settings.lease_s,
-                    progress=value if value != sent else None,
-                )
+            renew = functools.partial(
+                repo.renew_lease,
+                job_id=job.id,
+                owner=self.owner,
+                until=time.time() + self._settings.lease_s,
+                progress=value if value != sent else None,
+            )
+            cancel = await self._db.write(renew)
             if value != sent:
                 sent = value
                 self._jobs.notifier.job_changed(job.id, final=False)

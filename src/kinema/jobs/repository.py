@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from kinema.jobs.models import Job, NewJob, Status
 from kinema.store.tables import jobs
@@ -41,8 +40,8 @@ def _job(row: Any) -> Job:
     )
 
 
-async def insert_job(conn: AsyncConnection, new: NewJob, *, now: float, expires_at: float) -> None:
-    await conn.execute(
+def insert_job(conn: Connection, new: NewJob, *, now: float, expires_at: float) -> None:
+    conn.execute(
         insert(jobs).values(
             id=new.id,
             key_id=new.key_id,
@@ -62,16 +61,14 @@ async def insert_job(conn: AsyncConnection, new: NewJob, *, now: float, expires_
     )
 
 
-async def get(conn: AsyncConnection, job_id: str) -> Job | None:
-    row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+def get(conn: Connection, job_id: str) -> Job | None:
+    row = (conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
     return _job(row) if row else None
 
 
-async def by_idempotency_key(conn: AsyncConnection, key_id: str, idem: str) -> Job | None:
+def by_idempotency_key(conn: Connection, key_id: str, idem: str) -> Job | None:
     row = (
-        await conn.execute(
-            select(jobs).where(jobs.c.key_id == key_id, jobs.c.idempotency_key == idem)
-        )
+        conn.execute(select(jobs).where(jobs.c.key_id == key_id, jobs.c.idempotency_key == idem))
     ).first()
     return _job(row) if row else None
 
@@ -83,8 +80,8 @@ def _claimable(now: float) -> Any:
     )
 
 
-async def claim(
-    conn: AsyncConnection, *, owner: str, limit: int, now: float, lease_s: float, max_attempts: int
+def claim(
+    conn: Connection, *, owner: str, limit: int, now: float, lease_s: float, max_attempts: int
 ) -> list[Job]:
     """Take up to ``limit`` runnable jobs (queued, or processing with an expired lease and
     attempts left), oldest first, leasing them to ``owner``: one UPDATE … RETURNING."""
@@ -96,7 +93,7 @@ async def claim(
     )
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
-    rows = await conn.execute(
+    rows = conn.execute(
         update(jobs)
         .where(jobs.c.id.in_(candidates.scalar_subquery()))
         .values(
@@ -112,9 +109,9 @@ async def claim(
     return sorted((_job(r) for r in rows), key=lambda job: job.created_at)
 
 
-async def abandoned(conn: AsyncConnection, *, now: float, max_attempts: int) -> list[Job]:
+def abandoned(conn: Connection, *, now: float, max_attempts: int) -> list[Job]:
     """Jobs whose runner died once too often: lease expired with no attempts left."""
-    rows = await conn.execute(
+    rows = conn.execute(
         select(jobs).where(
             jobs.c.status == Status.PROCESSING.value,
             jobs.c.lease_expires_at < now,
@@ -124,14 +121,14 @@ async def abandoned(conn: AsyncConnection, *, now: float, max_attempts: int) -> 
     return [_job(r) for r in rows]
 
 
-async def renew_lease(
-    conn: AsyncConnection, job_id: str, owner: str, *, until: float, progress: float | None
+def renew_lease(
+    conn: Connection, job_id: str, owner: str, *, until: float, progress: float | None
 ) -> bool | None:
     """Extend the lease; returns the job's cancel flag, or None if the lease was lost."""
     values: dict[str, Any] = {"lease_expires_at": until}
     if progress is not None:
         values["progress"] = progress
-    result = await conn.execute(
+    result = conn.execute(
         update(jobs)
         .where(
             jobs.c.id == job_id,
@@ -145,8 +142,8 @@ async def renew_lease(
     return None if row is None else bool(row[0])
 
 
-async def finish(
-    conn: AsyncConnection,
+def finish(
+    conn: Connection,
     job_id: str,
     *,
     status: Status,
@@ -161,7 +158,7 @@ async def finish(
     conditions = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected])]
     if owner is not None:
         conditions.append(jobs.c.lease_owner == owner)
-    result = await conn.execute(
+    result = conn.execute(
         update(jobs)
         .where(*conditions)
         .values(status=status.value, finished_at=now, lease_expires_at=None, **values)
@@ -171,9 +168,9 @@ async def finish(
     return _job(row) if row else None
 
 
-async def release(conn: AsyncConnection, job_id: str, owner: str) -> bool:
+def release(conn: Connection, job_id: str, owner: str) -> bool:
     """Hand a job back to the queue (its runner was lost; the next claim retries it)."""
-    result = await conn.execute(
+    result = conn.execute(
         update(jobs)
         .where(
             jobs.c.id == job_id,
@@ -185,13 +182,13 @@ async def release(conn: AsyncConnection, job_id: str, owner: str) -> bool:
     return result.rowcount == 1
 
 
-async def request_cancel(conn: AsyncConnection, job_id: str) -> None:
-    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+def request_cancel(conn: Connection, job_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
 
 
-async def queue_position(conn: AsyncConnection, job: Job) -> int:
+def queue_position(conn: Connection, job: Job) -> int:
     """0-based number of queued jobs ahead of ``job``."""
-    value = await conn.scalar(
+    value = conn.scalar(
         select(func.count())
         .select_from(jobs)
         .where(jobs.c.status == Status.QUEUED.value, jobs.c.created_at < job.created_at)
@@ -199,8 +196,8 @@ async def queue_position(conn: AsyncConnection, job: Job) -> int:
     return int(value or 0)
 
 
-async def expired(conn: AsyncConnection, *, now: float, limit: int) -> list[Job]:
-    rows = await conn.execute(
+def expired(conn: Connection, *, now: float, limit: int) -> list[Job]:
+    rows = conn.execute(
         select(jobs)
         .where(
             jobs.c.expires_at < now,
@@ -212,8 +209,8 @@ async def expired(conn: AsyncConnection, *, now: float, limit: int) -> list[Job]
     return [_job(r) for r in rows]
 
 
-async def outputs_expired(conn: AsyncConnection, *, now: float, limit: int) -> list[Job]:
-    rows = await conn.execute(
+def outputs_expired(conn: Connection, *, now: float, limit: int) -> list[Job]:
+    rows = conn.execute(
         select(jobs)
         .where(jobs.c.output_expires_at < now, jobs.c.output_key.is_not(None))
         .limit(limit)
@@ -221,9 +218,9 @@ async def outputs_expired(conn: AsyncConnection, *, now: float, limit: int) -> l
     return [_job(r) for r in rows]
 
 
-async def forget_output(conn: AsyncConnection, job_id: str) -> None:
-    await conn.execute(update(jobs).where(jobs.c.id == job_id).values(output_key=None))
+def forget_output(conn: Connection, job_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(output_key=None))
 
 
-async def delete_jobs(conn: AsyncConnection, ids: list[str]) -> None:
-    await conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+def delete_jobs(conn: Connection, ids: list[str]) -> None:
+    conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))

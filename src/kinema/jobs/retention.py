@@ -4,44 +4,37 @@ retention.request_ttl_s. Runs as a periodic task in every API process (idempoten
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kinema.jobs import repository as repo
 from kinema.settings import RetentionSettings
 from kinema.storage.base import Storage
+from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 BATCH = 500
 
 
-async def cleanup_once(db: AsyncEngine, storage: Storage, *, now: float | None = None) -> int:
+async def cleanup_once(db: Database, storage: Storage, *, now: float | None = None) -> int:
     """Delete expired outputs and expired requests; returns how many things were removed."""
-    now = time.time() if now is None else now
-    removed = 0
-    async with db.connect() as conn:
-        stale_outputs = await repo.outputs_expired(conn, now=now, limit=BATCH)
+    at = time.time() if now is None else now
+    stale_outputs = await db.read(lambda conn: repo.outputs_expired(conn, now=at, limit=BATCH))
     for job in stale_outputs:
         await storage.delete_prefix(f"outputs/{job.id}")
-        async with db.begin() as conn:
-            await repo.forget_output(conn, job.id)
-        removed += 1
-    async with db.connect() as conn:
-        stale_jobs = await repo.expired(conn, now=now, limit=BATCH)
+        await db.write(functools.partial(repo.forget_output, job_id=job.id))
     # A request row outlives its status TTL while its output is still kept (the row is how we
     # find the output); reads already answer 404 after expires_at.
-    gone = [job.id for job in stale_jobs]
+    gone = [job.id for job in await db.read(lambda c: repo.expired(c, now=at, limit=BATCH))]
     for job_id in gone:
         await storage.delete_prefix(f"inputs/{job_id}")
     if gone:
-        async with db.begin() as conn:
-            await repo.delete_jobs(conn, gone)
-    return removed + len(gone)
+        await db.write(lambda conn: repo.delete_jobs(conn, gone))
+    return len(stale_outputs) + len(gone)
 
 
-async def run_periodically(db: AsyncEngine, storage: Storage, settings: RetentionSettings) -> None:
+async def run_periodically(db: Database, storage: Storage, settings: RetentionSettings) -> None:
     while True:
         try:
             await cleanup_once(db, storage)

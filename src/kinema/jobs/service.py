@@ -10,8 +10,8 @@ import contextlib
 import time
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kinema.billing import repository as billing
 from kinema.errors import Conflict, InsufficientCredits, NotFound
@@ -19,13 +19,14 @@ from kinema.jobs import repository as repo
 from kinema.jobs.models import Job, NewJob, Status, queued_job
 from kinema.jobs.notify import Notifier
 from kinema.settings import Settings
+from kinema.store.db import Database
 
 CANCELLED = "cancelled by the client"
 WORKER_LOST = "the generation worker was lost"
 
 
 class JobService:
-    def __init__(self, db: AsyncEngine, settings: Settings, notifier: Notifier) -> None:
+    def __init__(self, db: Database, settings: Settings, notifier: Notifier) -> None:
         self._db = db
         self._settings = settings
         self.notifier = notifier
@@ -39,17 +40,21 @@ class JobService:
             if earlier is not None:
                 return earlier, None
         now = time.time()
+        expires = now + self._settings.retention.request_ttl_s
+
+        def tx(conn: Connection) -> int:
+            after = billing.reserve(conn, new.key_id, new.id, new.price_micros, now=now)
+            if after is None:
+                balance = billing.balance(conn, new.key_id)
+                raise InsufficientCredits(
+                    f"not enough credits: this request costs {new.price_micros / 1e6:.4f}, "
+                    f"the balance is {balance / 1e6:.4f}"
+                )
+            repo.insert_job(conn, new, now=now, expires_at=expires)
+            return after
+
         try:
-            async with self._db.begin() as conn:
-                after = await billing.reserve(conn, new.key_id, new.id, new.price_micros, now=now)
-                if after is None:
-                    balance = await billing.balance(conn, new.key_id)
-                    raise InsufficientCredits(
-                        f"not enough credits: this request costs {new.price_micros / 1e6:.4f}, "
-                        f"the balance is {balance / 1e6:.4f}"
-                    )
-                expires = now + self._settings.retention.request_ttl_s
-                await repo.insert_job(conn, new, now=now, expires_at=expires)
+            after = await self._db.write(tx)
         except IntegrityError:
             # Two submits with one idempotency key raced; the loser answers with the winner's job.
             earlier = await self.replay(new)
@@ -61,9 +66,9 @@ class JobService:
 
     async def replay(self, new: NewJob) -> Job | None:
         """The earlier job with this idempotency key, if any (409 if its body differs)."""
-        assert new.idempotency_key is not None
-        async with self._db.connect() as conn:
-            earlier = await repo.by_idempotency_key(conn, new.key_id, new.idempotency_key)
+        idem = new.idempotency_key
+        assert idem is not None
+        earlier = await self._db.read(lambda conn: repo.by_idempotency_key(conn, new.key_id, idem))
         if earlier is None:
             return None
         if earlier.request_hash != new.request_hash or earlier.model != new.model:
@@ -74,8 +79,7 @@ class JobService:
         return earlier
 
     async def get(self, job_id: str) -> Job | None:
-        async with self._db.connect() as conn:
-            return await repo.get(conn, job_id)
+        return await self._db.read(lambda conn: repo.get(conn, job_id))
 
     async def get_for_key(self, job_id: str, key_id: str) -> Job:
         """The job if ``key_id`` submitted it and it has not expired; else 404 (never 403, so ids
@@ -86,8 +90,7 @@ class JobService:
         return job
 
     async def queue_position(self, job: Job) -> int:
-        async with self._db.connect() as conn:
-            return await repo.queue_position(conn, job)
+        return await self._db.read(lambda conn: repo.queue_position(conn, job))
 
     async def wait_final(self, job_id: str, timeout: float) -> Job:
         """Wait for the job to finish: an in-process announcement carries the final job; the
@@ -115,8 +118,7 @@ class JobService:
         ):
             return await self._reload(job.id)
         if not job.status.final:
-            async with self._db.begin() as conn:
-                await repo.request_cancel(conn, job.id)
+            await self._db.write(lambda conn: repo.request_cancel(conn, job.id))
         return await self._reload(job.id)
 
     async def _reload(self, job_id: str) -> Job:
@@ -126,8 +128,8 @@ class JobService:
 
     async def settle_completed(self, job: Job, owner: str, **values: Any) -> bool:
         now = time.time()
-        async with self._db.begin() as conn:
-            final = await repo.finish(
+        final = await self._db.write(
+            lambda conn: repo.finish(
                 conn,
                 job.id,
                 status=Status.COMPLETED,
@@ -138,6 +140,7 @@ class JobService:
                 output_expires_at=now + self._settings.retention.output_ttl_s,
                 **values,
             )
+        )
         self.notifier.job_changed(job.id, final=final is not None, job=final)
         return final is not None
 
@@ -151,8 +154,9 @@ class JobService:
     ) -> bool:
         """FAILED + full refund, once; False if the job was already settled by someone else."""
         now = time.time()
-        async with self._db.begin() as conn:
-            final = await repo.finish(
+
+        def tx(conn: Connection) -> Job | None:
+            final = repo.finish(
                 conn,
                 job.id,
                 status=Status.FAILED,
@@ -162,8 +166,9 @@ class JobService:
                 error=error,
             )
             if final is not None:
-                await billing.refund(
-                    conn, job.key_id, job.id, job.price_micros, now=now, note=error
-                )
+                billing.refund(conn, job.key_id, job.id, job.price_micros, now=now, note=error)
+            return final
+
+        final = await self._db.write(tx)
         self.notifier.job_changed(job.id, final=final is not None, job=final)
         return final is not None
