@@ -68,7 +68,6 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             key_prefix=settings.rate_limit.key_prefix,
         )
         stack.push_async_callback(limiter.close)
-        generation = GenerationService(settings, keys, jobs, limiter, storage, http, policy)
         dispatcher = None
         if runner is not None:
             tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
@@ -83,6 +82,9 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
+        generation = GenerationService(
+            settings, keys, jobs, limiter, storage, http, policy, handoff=dispatcher
+        )
         cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
         stack.callback(cleanup.cancel)
         yield Services(

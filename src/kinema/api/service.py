@@ -20,6 +20,7 @@ from kinema.billing.ratelimit import RateLimiter, RateState
 from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
+from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, load_media
@@ -51,6 +52,7 @@ class GenerationService:
         storage: Storage,
         http: httpx.AsyncClient,
         policy: FetchPolicy,
+        handoff: Dispatcher | None = None,
     ) -> None:
         self._settings = settings
         self._keys = keys
@@ -60,6 +62,8 @@ class GenerationService:
         self._http = http
         """Must come from :func:`guarded_client` (it enforces the address policy on connect)."""
         self._policy = policy
+        self._handoff = handoff
+        """This process's dispatcher: sync jobs go straight to a free local slot."""
 
     def endpoint(self, slug: str) -> Endpoint:
         if slug in self._settings.retired_models:
@@ -106,11 +110,17 @@ class GenerationService:
             if earlier is not None:
                 return Submission(earlier, key, rate, endpoint, None), request
         inputs = await self._store_inputs(new.id, endpoint.media(request))
+        handoff = self._handoff if sync else None
+        lease = handoff.offer_slot() if handoff else None
         try:
-            job, balance = await self._jobs.submit(_with_inputs(new, inputs))
+            job, balance = await self._jobs.submit(_with_inputs(new, inputs), lease)
         except BaseException:
+            if handoff and lease:
+                handoff.withdraw()
             await self._storage.delete_prefix(f"inputs/{new.id}")
             raise
+        if handoff and lease:
+            handoff.take(job) if job.id == new.id else handoff.withdraw()
         if job.id != new.id:  # lost an idempotency race: the earlier job answers
             await self._storage.delete_prefix(f"inputs/{new.id}")
         return Submission(job, key, rate, endpoint, balance), request

@@ -17,7 +17,7 @@ from typing import Any
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
-from kinema.jobs.models import Job
+from kinema.jobs.models import Job, Lease
 from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
@@ -53,6 +53,8 @@ class Dispatcher:
         self._loop: asyncio.Task[None] | None = None
         self._abandoned_checked = 0.0
         self._stopping = False
+        self._reserved = 0
+        self._drained = False
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
@@ -92,7 +94,7 @@ class Dispatcher:
         if time.monotonic() - self._abandoned_checked >= self._settings.poll_interval_s:
             self._abandoned_checked = time.monotonic()
             await self._fail_abandoned()
-        free = self._runner.capacity - len(self._active)
+        free = self._free_slots()
         if free <= 0:
             return 0
         now = time.time()
@@ -106,10 +108,36 @@ class Dispatcher:
                 max_attempts=self._settings.max_attempts,
             )
         )
+        self._drained = len(claimed) < free
         for job in claimed:
-            self._active[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-            self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
+            self._launch(job)
         return len(claimed)
+
+    # Direct hand-off: a sync job goes straight to a free local slot, claimed in the same
+    # transaction that inserts it, skipping a claim round trip and a wake-up.
+
+    def offer_slot(self) -> Lease | None:
+        """A lease for a job about to be inserted, when a slot is free and the queue was found
+        empty (so nothing older is overtaken); None otherwise. Pair with take() or withdraw()."""
+        if self._stopping or not self._drained or self._free_slots() <= 0:
+            return None
+        self._reserved += 1
+        return Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
+
+    def withdraw(self) -> None:
+        self._reserved -= 1
+
+    def take(self, job: Job) -> None:
+        """Run a job inserted under a lease from :meth:`offer_slot`."""
+        self._reserved -= 1
+        self._launch(job)
+
+    def _free_slots(self) -> int:
+        return self._runner.capacity - len(self._active) - self._reserved
+
+    def _launch(self, job: Job) -> None:
+        self._active[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, _task: object = None) -> None:
         self._active.pop(job_id, None)

@@ -59,27 +59,36 @@ class Job:
         return self.price_micros if self.status is Status.COMPLETED else 0
 
 
-def queued_job(new: NewJob, *, now: float, expires_at: float) -> Job:
+@dataclass(frozen=True)
+class Lease:
+    """A claim taken at insert time (a sync job handed straight to a free local slot)."""
+
+    owner: str
+    expires_at: float
+
+
+def inserted_job(new: NewJob, *, now: float, expires_at: float, lease: Lease | None) -> Job:
     """The row :func:`kinema.jobs.repository.insert_job` writes, without reading it back."""
+    claimed = lease is not None
     return Job(
         id=new.id,
         key_id=new.key_id,
         model=new.model,
-        status=Status.QUEUED,
+        status=Status.PROCESSING if claimed else Status.QUEUED,
         params=new.params,
         inputs=new.inputs,
         price_micros=new.price_micros,
         sync=new.sync,
-        attempts=0,
-        lease_owner=None,
+        attempts=1 if claimed else 0,
+        lease_owner=lease.owner if lease is not None else None,
         cancel_requested=False,
-        progress=None,
+        progress=0.0 if claimed else None,
         output_key=None,
         output_content_type=None,
         output_metadata=None,
         error=None,
         created_at=now,
-        started_at=None,
+        started_at=now if claimed else None,
         finished_at=None,
         inference_time=None,
         expires_at=expires_at,

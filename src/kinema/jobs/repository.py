@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from kinema.jobs.models import Job, NewJob, Status
+from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.store.tables import jobs
 
 
@@ -40,9 +40,23 @@ def _job(row: Any) -> Job:
     )
 
 
-def insert_job(conn: Connection, new: NewJob, *, now: float, expires_at: float) -> None:
+def insert_job(
+    conn: Connection, new: NewJob, *, now: float, expires_at: float, lease: Lease | None = None
+) -> None:
+    """Insert a queued job, or, with ``lease``, one already claimed by the lease's owner."""
+    claimed: dict[str, Any] = {}
+    if lease is not None:
+        claimed = {
+            "status": Status.PROCESSING.value,
+            "lease_owner": lease.owner,
+            "lease_expires_at": lease.expires_at,
+            "attempts": 1,
+            "started_at": now,
+            "progress": 0.0,
+        }
     conn.execute(
-        insert(jobs).values(
+        insert(jobs)
+        .values(
             id=new.id,
             key_id=new.key_id,
             model=new.model,
@@ -58,6 +72,7 @@ def insert_job(conn: Connection, new: NewJob, *, now: float, expires_at: float) 
             created_at=now,
             expires_at=expires_at,
         )
+        .values(**claimed)
     )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from kinema.billing import repository as billing
 from kinema.errors import Conflict, InsufficientCredits, NotFound
 from kinema.jobs import repository as repo
-from kinema.jobs.models import Job, NewJob, Status, queued_job
+from kinema.jobs.models import Job, Lease, NewJob, Status, inserted_job
 from kinema.jobs.notify import Notifier
 from kinema.settings import Settings
 from kinema.store.db import Database
@@ -31,10 +31,11 @@ class JobService:
         self._settings = settings
         self.notifier = notifier
 
-    async def submit(self, new: NewJob) -> tuple[Job, int | None]:
-        """Reserve the price and insert the job in ONE transaction. Returns the job and the
-        balance after the reservation; with an idempotency key seen before (same body) the
-        earlier job comes back, uncharged, with None for the balance."""
+    async def submit(self, new: NewJob, lease: Lease | None = None) -> tuple[Job, int | None]:
+        """Reserve the price and insert the job in ONE transaction (with ``lease``: inserted
+        already claimed). Returns the job and the balance after the reservation; with an
+        idempotency key seen before (same body) the earlier job comes back, uncharged, with
+        None for the balance."""
         if new.idempotency_key:
             earlier = await self.replay(new)
             if earlier is not None:
@@ -50,7 +51,7 @@ class JobService:
                     f"not enough credits: this request costs {new.price_micros / 1e6:.4f}, "
                     f"the balance is {balance / 1e6:.4f}"
                 )
-            repo.insert_job(conn, new, now=now, expires_at=expires)
+            repo.insert_job(conn, new, now=now, expires_at=expires, lease=lease)
             return after
 
         try:
@@ -61,8 +62,9 @@ class JobService:
             if earlier is None:
                 raise
             return earlier, None
-        self.notifier.job_submitted()
-        return queued_job(new, now=now, expires_at=expires), after
+        if lease is None:
+            self.notifier.job_submitted()
+        return inserted_job(new, now=now, expires_at=expires, lease=lease), after
 
     async def replay(self, new: NewJob) -> Job | None:
         """The earlier job with this idempotency key, if any (409 if its body differs)."""
