@@ -18,14 +18,17 @@ pytestmark = pytest.mark.integration
 DAY = 86_400
 
 
-async def test_outputs_then_requests_expire(ctx: Ctx) -> None:
+async def _completed_request(ctx: Ctx) -> tuple[str, dict[str, str]]:
     key = await ctx.key()
     h = {"x-api-key": key}
     body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x"}
-    rid = (await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)).json()[
-        "request_id"
-    ]
-    await wait_status(ctx.client, key, rid, "COMPLETED")
+    r = await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)
+    await wait_status(ctx.client, key, r.json()["request_id"], "COMPLETED")
+    return r.json()["request_id"], h
+
+
+async def test_outputs_then_requests_expire(ctx: Ctx) -> None:
+    rid, h = await _completed_request(ctx)
     job = await ctx.svc.jobs.get(rid)
     assert job is not None and job.output_key is not None
     files = ctx.svc.settings.storage_path
@@ -47,13 +50,7 @@ async def test_outputs_then_requests_expire(ctx: Ctx) -> None:
 
 
 async def test_expired_request_is_404_before_cleanup(ctx: Ctx) -> None:
-    key = await ctx.key()
-    h = {"x-api-key": key}
-    body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x"}
-    rid = (await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)).json()[
-        "request_id"
-    ]
-    await wait_status(ctx.client, key, rid, "COMPLETED")
+    rid, h = await _completed_request(ctx)
     from sqlalchemy import update
 
     from kinema.store.tables import jobs

@@ -57,6 +57,20 @@ async def request_status(request_id: str, request: Request, svc: SvcDep) -> JSON
     metrics = await _metrics(svc, job)
     if job.status is Status.FAILED:
         return _failed(job, metrics)
+    position = await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None
+    return _status(
+        request,
+        svc,
+        job,
+        metrics,
+        progress=job.progress if job.status is Status.PROCESSING else None,
+        queue_position=position,
+    )
+
+
+def _status(
+    request: Request, svc: Services, job: Job, metrics: dict[str, Any], **extra: Any
+) -> JSONResponse:
     root = base_url(request, svc.settings)
     body = StatusResponse(
         request_id=job.id,
@@ -64,13 +78,24 @@ async def request_status(request_id: str, request: Request, svc: SvcDep) -> JSON
         status_url=f"{root}/v2/requests/{job.id}/status",
         response_url=f"{root}/v2/requests/{job.id}",
         metrics=metrics,
-        progress=job.progress if job.status is Status.PROCESSING else None,
-        queue_position=await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None,
+        **extra,
     )
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
-async def _result(request_id: str, request: Request, svc: Services) -> JSONResponse:
+@router.get(
+    "/v2/requests/{request_id}",
+    response_model=ResultResponse,
+    responses=ERRORS,
+    summary="Result of an async request",
+)
+@router.get(
+    "/v1/requests/{request_id}",
+    response_model=ResultResponse,
+    responses=ERRORS,
+    summary="Result of an async request (the v1 alias: the poll_url)",
+)
+async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
     job = await _job(request, svc, request_id)
     metrics = await _metrics(svc, job)
     if job.status is Status.FAILED:
@@ -88,26 +113,6 @@ async def _result(request_id: str, request: Request, svc: Services) -> JSONRespo
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
-@router.get(
-    "/v2/requests/{request_id}",
-    response_model=ResultResponse,
-    responses=ERRORS,
-    summary="Result of an async request",
-)
-async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    return await _result(request_id, request, svc)
-
-
-@router.get(
-    "/v1/requests/{request_id}",
-    response_model=ResultResponse,
-    responses=ERRORS,
-    summary="Result of an async request (alias: the poll_url)",
-)
-async def request_result_v1(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    return await _result(request_id, request, svc)
-
-
 @router.post(
     "/v2/requests/{request_id}/cancel",
     response_model=StatusResponse,
@@ -118,14 +123,4 @@ async def request_result_v1(request_id: str, request: Request, svc: SvcDep) -> J
 async def request_cancel(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
     job = await _job(request, svc, request_id)
     job = await svc.jobs.cancel(job)
-    metrics = await _metrics(svc, job)
-    root = base_url(request, svc.settings)
-    body = StatusResponse(
-        request_id=job.id,
-        status=job.status.value,
-        status_url=f"{root}/v2/requests/{job.id}/status",
-        response_url=f"{root}/v2/requests/{job.id}",
-        metrics=metrics,
-        error=job.error,
-    )
-    return JSONResponse(body.model_dump(exclude_none=True))
+    return _status(request, svc, job, await _metrics(svc, job), error=job.error)

@@ -1,11 +1,14 @@
 """The database behind one small interface: run a *transaction function* (a plain function of a
 SQLAlchemy ``Connection``) for reading or writing.
 
-- :class:`SQLiteDatabase` (embedded): each whole transaction runs on a small thread pool with the
+- :class:`SQLiteDatabase` (embedded): each whole transaction runs on a thread with the
   standard-library driver — one thread hop per transaction. (An async driver adapter costs about
-  four hops per statement; that dominated the request path.) WAL, a busy timeout, foreign keys,
-  and ``BEGIN IMMEDIATE`` for writes so that concurrent writers queue on the lock instead of
-  failing on a read→write upgrade. Reads run without a transaction (single statements in WAL).
+  four hops per statement; that dominated the request path.) Writes go through ONE writer thread:
+  SQLite has one writer anyway, and writers contending for the lock back off in SQLite's busy
+  handler with sleeps, which cut throughput by half under load; a queue in front is FIFO and
+  wakes at once. Reads use a small pool and no transaction (single statements on WAL
+  snapshots). WAL, a busy timeout (for other processes), foreign keys, and ``BEGIN IMMEDIATE``
+  for writes so that a read→write upgrade can never fail.
 - :class:`PostgresDatabase` (scale-out): asyncpg; the same functions run through ``run_sync``.
 
 Repositories (``*/repository.py``) are plain functions of a ``Connection``; services compose them
@@ -76,33 +79,32 @@ class SQLiteDatabase:
             f"sqlite:///{path}",
             echo=echo,
             connect_args={"timeout": 30, "check_same_thread": False},
-            pool_size=threads,
+            pool_size=threads + 1,
             max_overflow=0,
         )
         event.listen(self._engine, "connect", _sqlite_on_connect)
         event.listen(self._engine, "begin", _sqlite_on_begin)
         self._reader = self._engine.execution_options(kinema_read=True)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kinema-sqlite")
+        self._reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kinema-sqlite-r")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kinema-sqlite-w")
 
     @property
     def dialect(self) -> str:
         return "sqlite"
 
     async def read(self, fn: Tx[T]) -> T:
-        return await self._run(self._read_sync, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._reads, self._read_sync, fn)
 
     async def write(self, fn: Tx[T]) -> T:
-        return await self._run(self._write_sync, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._writes, self._write_sync, fn)
 
     async def migrate(self) -> None:
         await self.write(upgrade)
 
     async def dispose(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
+        self._writes.shutdown(wait=True)
         self._engine.dispose()
-
-    async def _run(self, runner: Callable[[Tx[T]], T], fn: Tx[T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, runner, fn)
 
     def _read_sync(self, fn: Tx[T]) -> T:
         with self._reader.connect() as conn:
