@@ -169,3 +169,41 @@ async def test_credits_endpoint(ctx: Ctx) -> None:
     key = await ctx.key(credits=12.5)
     r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": key})
     assert r.status_code == 200 and r.json() == {"credits": 12.5}
+
+
+async def test_multi_prompt_is_one_generation_per_shot_with_exact_duration(ctx: Ctx) -> None:
+    from kinema.media.video import probe_mp4
+
+    key = await ctx.key()
+    body = {
+        "start_image_url": base64.b64encode(png()).decode(),
+        "duration": "5",
+        "multi_prompt": [
+            {"prompt": "wide shot", "duration": "2"},
+            {"prompt": "close-up", "duration": 3},
+        ],
+    }
+    r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": key})
+    assert r.status_code == 200, r.text
+    meta = json.loads(r.headers["x-output-metadata"])
+    assert meta["shots"] == 2 and meta["frames"] == 120
+    path = ctx.svc.settings.data_dir / "shots.mp4"
+    path.write_bytes(r.content)
+    info = probe_mp4(path)
+    assert info["frames"] == 120 and info["duration"] == pytest.approx(5.0, abs=0.05)
+    assert info["audio_duration"] == pytest.approx(5.0, abs=0.05)
+
+
+async def test_video_elements_need_an_engine_that_takes_them(ctx: Ctx) -> None:
+    key = await ctx.key(credits=5)
+    b64 = base64.b64encode(png()).decode()
+    body = {
+        "start_image_url": b64,
+        "prompt": "@Element1 waves",
+        "elements": [{"frontal_image_url": b64}],
+    }
+    r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": key})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("elements:") and "static-video" in r.json()["error"]
+    r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": key})
+    assert r.json() == {"credits": 5.0}

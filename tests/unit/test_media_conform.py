@@ -180,3 +180,17 @@ def test_conform_image_fits_exactly() -> None:
     assert fitted.mode == "RGB"
     same = Image.new("RGB", (128, 128))
     assert conform_image(same, 128, 128) is same
+
+
+def test_join_audio_keeps_the_length_and_fades_at_cuts() -> None:
+    from kinema.media.conform import join_audio
+
+    rate = 1000
+    parts = [np.ones((2, 500), dtype=np.float32), np.ones((2, 300), dtype=np.float32)]
+    joined = join_audio(list(parts), rate, fade_s=0.01)
+    assert joined.shape == (2, 800)
+    assert joined[0, 0] == 1.0 and joined[0, -1] == 1.0  # no fade at the clip's ends
+    assert joined[0, 499] == 0.0 and joined[0, 500] == 0.0  # silent exactly at the cut
+    assert joined[0, 490] > 0.9 and joined[0, 510] > 0.9  # back to full within 10 ms
+    with pytest.raises(ValueError, match="every shot"):
+        join_audio([parts[0], None], rate)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from kinema.api.schemas import VIDEO_FPS, Element, ImageToImageRequest, ImageToVideoRequest
 from kinema.billing.pricing import image_price, video_price
 from kinema.engines.base import Task
+from kinema.engines.registry import Preset
 from kinema.errors import InvalidRequest
 from kinema.settings import BillingSettings
 
@@ -44,8 +45,8 @@ class Endpoint:
     price: Callable[[Any, BillingSettings], int]
     media: Callable[[Any], MediaRefs]
     params: Callable[[Any], dict[str, Any]]
-    check: Callable[[Any], None] = lambda _body: None
-    """Submit-time rules that depend on what this deployment supports (400s, never late)."""
+    check: Callable[[Any, Preset], None] = lambda _body, _preset: None
+    """Submit-time rules that depend on the configured engine preset (400s, never late)."""
 
 
 def _element_refs(elements: list[Element] | None) -> MediaRefs:
@@ -105,12 +106,21 @@ def _video_params(body: ImageToVideoRequest) -> dict[str, Any]:
     }
 
 
-def _video_check(body: ImageToVideoRequest) -> None:
+def _video_check(body: ImageToVideoRequest, preset: Preset) -> None:
     if body.voice_ids:
         raise InvalidRequest(
-            "voice_ids: voices are not supported by the configured video engine; "
-            "remove voice_ids (and <<<voice_n>>> references) or use an engine with voice support"
+            f"voice_ids: voices are not supported by the configured video engine "
+            f"({preset.name}); remove voice_ids (and <<<voice_n>>> references)"
         )
+    if body.elements and preset.capabilities.max_references == 0:
+        raise InvalidRequest(
+            f"elements: the configured video engine ({preset.name}) cannot use element images; "
+            "remove elements (and @ElementN references)"
+        )
+
+
+def _reference_count(elements: list[Element] | None) -> int:
+    return sum(1 + len(e.reference_image_urls) for e in elements or [])
 
 
 # Image to image ---------------------------------------------------------------------------------
@@ -118,6 +128,16 @@ def _video_check(body: ImageToVideoRequest) -> None:
 
 def _image_price(body: ImageToImageRequest, billing: BillingSettings) -> int:
     return image_price(billing, resolution=body.resolution)
+
+
+def _image_check(body: ImageToImageRequest, preset: Preset) -> None:
+    wanted = 1 + _reference_count(body.elements)
+    if wanted > preset.capabilities.max_references:
+        raise InvalidRequest(
+            f"elements: {wanted} images (source + element images) exceed the "
+            f"{preset.capabilities.max_references} the configured image engine ({preset.name}) "
+            "takes"
+        )
 
 
 def _image_media(body: ImageToImageRequest) -> MediaRefs:
@@ -159,6 +179,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             price=_image_price,
             media=_image_media,
             params=_image_params,
+            check=_image_check,
         ),
     )
 }

@@ -19,6 +19,7 @@ from kinema.api.validation import parse_body
 from kinema.billing.ratelimit import RateLimiter, RateState
 from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
+from kinema.engines.registry import get_preset, load_plugins
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
@@ -54,6 +55,13 @@ class GenerationService:
         policy: FetchPolicy,
         handoff: Dispatcher | None = None,
     ) -> None:
+        engines = settings.engines
+        load_plugins(engines.plugins)
+        self._presets = {p.task: p for p in map(get_preset, engines.resolved_presets())}
+        """The configured preset per task: submit-time checks read their capabilities."""
+        if set(self._presets) != {e.task for e in ENDPOINTS.values()}:
+            names = ", ".join(engines.resolved_presets())
+            raise ValueError(f"engine presets {names} must cover image-to-video and image-to-image")
         self._settings = settings
         self._keys = keys
         self._jobs = jobs
@@ -93,7 +101,7 @@ class GenerationService:
         key = await self._keys.authenticate(api_key, model=slug)
         rate = await self._limiter.hit(key.id, key.rate_limit)
         request = parse_body(endpoint.request_model, body)
-        endpoint.check(request)
+        endpoint.check(request, self._presets[endpoint.task])
         new = NewJob(
             id=str(uuid.uuid4()),
             key_id=key.id,

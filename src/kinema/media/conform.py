@@ -137,3 +137,28 @@ def conform_audio(audio: Audio, sample_rate: int, seconds: float) -> Audio:
     result[:, :keep] = np.nan_to_num(stereo[:, :keep], nan=0.0, posinf=1.0, neginf=-1.0)
     np.clip(result, -1.0, 1.0, out=result)
     return result
+
+
+CUT_FADE_S = 0.02
+
+
+def join_audio(parts: list[Audio | None], sample_rate: int, fade_s: float = CUT_FADE_S) -> Audio:
+    """Join shots' audio end to end with a short fade-out/fade-in at each cut (no overlap, so
+    the total duration stays exact and no click is heard at a hard cut)."""
+    present = [p for p in parts if p is not None]
+    if len(present) != len(parts) or not present:
+        raise ValueError("every shot needs audio to be joined")
+    if len(present) == 1:
+        return present[0]
+    fade = max(1, round(fade_s * sample_rate))
+    shaped = []
+    for index, part in enumerate(present):
+        part = part.copy()
+        n = min(fade, part.shape[1])
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        if index > 0:
+            part[:, :n] *= ramp
+        if index < len(present) - 1:
+            part[:, -n:] *= ramp[::-1]
+        shaped.append(part)
+    return np.concatenate(shaped, axis=1)

@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from kinema.engines.base import (
+    Element,
     Engine,
     ImageJob,
     ImageToImageEngine,
@@ -18,7 +21,7 @@ from kinema.engines.base import (
     Task,
     VideoJob,
 )
-from kinema.media.conform import conform_image, conform_video
+from kinema.media.conform import conform_image, conform_video, join_audio
 from kinema.media.images import IMAGE_MIME, encode_image
 from kinema.media.video import encode_mp4
 
@@ -60,6 +63,31 @@ def execute(
     }
 
 
+def _elements(inputs: dict[str, Any]) -> tuple[Element, ...]:
+    """Element images from the stored inputs (``element<N>_frontal`` / ``_references``)."""
+    found: list[Element] = []
+    n = 1
+    while (frontal := inputs.get(f"element{n}_frontal")) is not None:
+        refs = tuple(_open_image(p) for p in inputs.get(f"element{n}_references", []))
+        found.append(Element(frontal=_open_image(frontal), references=refs))
+        n += 1
+    return tuple(found)
+
+
+def _shots(params: dict[str, Any]) -> list[tuple[str, int]]:
+    """(prompt, seconds) per shot. ``multi_prompt`` (customize) gives one generation per shot,
+    the request's ``prompt``, when also given, prefixed as context; otherwise one shot."""
+    context = params["prompt"].strip()
+    shots = params.get("shots") or []
+    if not shots:
+        return [(context, params["duration_s"])]
+    return [(f"{context} {s['prompt']}".strip(), int(s["duration_s"])) for s in shots]
+
+
+def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
+    return lambda value: progress((index + value) / count)
+
+
 def _video(
     engine: ImageToVideoEngine,
     params: dict[str, Any],
@@ -67,42 +95,59 @@ def _video(
     out: Path,
     progress: ProgressFn,
 ) -> tuple[Path, str, dict[str, Any]]:
+    """One generation per shot (hard cuts), each conformed to the contract size and its exact
+    frame count, then joined; audio joined with short fades at the cuts."""
     end = inputs.get("end_image")
-    job = VideoJob(
-        prompt=params["prompt"],
-        negative_prompt=params["negative_prompt"],
-        start_image=_open_image(inputs["start_image"]),
-        end_image=_open_image(end) if end else None,
-        width=params["width"],
-        height=params["height"],
-        num_frames=params["num_frames"],
-        fps=params["fps"],
-        cfg_scale=params["cfg_scale"],
-        generate_audio=params["generate_audio"],
-        seed=params.get("seed"),
-    )
-    result = engine.generate(job, progress)
-    frames, audio, rate = conform_video(
-        result,
-        width=job.width,
-        height=job.height,
-        num_frames=job.num_frames,
-        fps=job.fps,
-        generate_audio=job.generate_audio,
-    )
+    fps, audio_on = params["fps"], params["generate_audio"]
+    start = _open_image(inputs["start_image"])
+    shots = _shots(params)
+    frame_parts: list[npt.NDArray[np.uint8]] = []
+    audio_parts: list[npt.NDArray[np.float32] | None] = []
+    rate, info = 0, dict[str, object]()
+    for index, (prompt, seconds) in enumerate(shots):
+        last = index == len(shots) - 1
+        job = VideoJob(
+            prompt=prompt,
+            negative_prompt=params["negative_prompt"],
+            start_image=start,
+            end_image=_open_image(end) if end and last else None,
+            width=params["width"],
+            height=params["height"],
+            num_frames=seconds * fps,
+            fps=fps,
+            cfg_scale=params["cfg_scale"],
+            generate_audio=audio_on,
+            seed=params.get("seed"),
+        )
+        result = engine.generate(job, _scaled(progress, index, len(shots)))
+        frames, audio, rate = conform_video(
+            result,
+            width=job.width,
+            height=job.height,
+            num_frames=job.num_frames,
+            fps=fps,
+            generate_audio=audio_on,
+        )
+        frame_parts.append(frames)
+        audio_parts.append(audio)
+        info = {**result.info, **info}
+    has_audio = audio_on and all(part is not None for part in audio_parts)
+    all_audio = join_audio(audio_parts, rate) if has_audio else None
+    all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
     path = out / "output.mp4"
-    encode_mp4(path, frames, job.fps, audio, rate)
+    encode_mp4(path, all_frames, fps, all_audio, rate)
     meta: dict[str, Any] = {
-        "width": job.width,
-        "height": job.height,
-        "fps": job.fps,
-        "frames": job.num_frames,
-        "duration": job.num_frames / job.fps,
-        "has_audio": audio is not None,
+        "width": params["width"],
+        "height": params["height"],
+        "fps": fps,
+        "frames": len(all_frames),
+        "duration": len(all_frames) / fps,
+        "has_audio": all_audio is not None,
+        "shots": len(shots),
     }
     if not engine.capabilities.honours_cfg:
         meta["cfg_scale_honoured"] = False
-    meta.update({k: v for k, v in result.info.items() if k not in meta})
+    meta.update({k: v for k, v in info.items() if k not in meta})
     return path, "video/mp4", meta
 
 
@@ -118,6 +163,7 @@ def _image(
         image=_open_image(inputs["image"]),
         width=params["width"],
         height=params["height"],
+        elements=_elements(inputs),
         seed=params.get("seed"),
     )
     result = engine.generate(job, progress)
