@@ -10,6 +10,10 @@ from pathlib import Path
 from kinema.errors import NotFound
 from kinema.storage.signing import signed_url
 
+INLINE_BYTES = 256 * 1024
+"""Writes up to this size go straight to the page cache on the event loop: cheaper than waking
+a thread (which costs 1-2 ms on a loaded small VM); larger ones go to a thread."""
+
 
 class LocalStorage:
     def __init__(self, root: Path, secret: bytes) -> None:
@@ -25,10 +29,15 @@ class LocalStorage:
         return path
 
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
-        await asyncio.to_thread(self._move_atomic, src, self.path(key))
+        dest = self.path(key)
+        if not self._move_atomic(src, dest):  # same filesystem: a rename, done inline
+            await asyncio.to_thread(self._copy_atomic, src, dest)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._write_atomic, data, self.path(key))
+        if len(data) <= INLINE_BYTES:
+            self._write_atomic(data, self.path(key))
+        else:
+            await asyncio.to_thread(self._write_atomic, data, self.path(key))
 
     async def get_bytes(self, key: str) -> bytes:
         path = self.path(key)
@@ -41,7 +50,8 @@ class LocalStorage:
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"file {key!r} not found")
-        await asyncio.to_thread(_link_or_copy, path, dest)
+        if not _link(path, dest):
+            await asyncio.to_thread(shutil.copyfile, path, dest)
 
     async def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -57,13 +67,17 @@ class LocalStorage:
         return signed_url(self._secret, base_url, key, ttl_s)
 
     @staticmethod
-    def _move_atomic(src: Path, dest: Path) -> None:
+    def _move_atomic(src: Path, dest: Path) -> bool:
+        """Rename ``src`` into place; False when it is on another filesystem."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(src, dest)  # same filesystem: a rename, no copy
-            return
+            os.replace(src, dest)
         except OSError:
-            pass
+            return False
+        return True
+
+    @staticmethod
+    def _copy_atomic(src: Path, dest: Path) -> None:
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
@@ -76,9 +90,10 @@ class LocalStorage:
         os.replace(tmp, dest)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link(src: Path, dest: Path) -> bool:
     """Stored files are never modified in place, so a hard link is a safe, free copy."""
     try:
         os.link(src, dest)
     except OSError:
-        shutil.copyfile(src, dest)
+        return False
+    return True

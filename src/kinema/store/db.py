@@ -93,7 +93,10 @@ class SQLiteDatabase:
         return "sqlite"
 
     async def read(self, fn: Tx[T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reads, self._read_sync, fn)
+        # Inline on the event loop: a WAL read never waits for a lock and takes ~0.1-0.3 ms,
+        # less than waking a thread (a thread hop measured 1-2 ms under load on small VMs).
+        # Reads here are indexed lookups or bounded scans (LIMIT).
+        return self._read_sync(fn)
 
     async def write(self, fn: Tx[T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writes, self._write_sync, fn)
