@@ -249,3 +249,25 @@ async def test_crash_between_reserve_and_insert_changes_nothing(
     assert await _balance(ctx, key) == 1
     assert await ctx.svc.jobs.get(bad.id) is None
     assert await ledger_and_balance(ctx.svc, record.id) == (1_000_000, 1_000_000)
+
+
+async def test_engine_that_cannot_load_stops_startup_with_its_message(tmp_path: Path) -> None:
+    from kinema.runners.base import RunnerLost
+
+    settings = video_settings(tmp_path, "test-broken-video")
+    with pytest.raises(RunnerLost, match="weights not found"):
+        async with app_context(settings, None):
+            pass
+
+
+def test_unknown_preset_stops_startup(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from kinema.api.app import create_app
+
+    settings = video_settings(tmp_path, "no-such-preset")
+    with (
+        pytest.raises(KeyError, match="unknown engine preset 'no-such-preset'"),
+        TestClient(create_app(settings)),
+    ):
+        pass

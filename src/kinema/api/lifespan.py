@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from kinema.api.deps import Services
 from kinema.api.endpoints import ENDPOINTS
-from kinema.api.service import GenerationService, fetch_policy
+from kinema.api.service import GenerationService, configured_presets, fetch_policy
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
 from kinema.engines.registry import LoadOptions
@@ -48,6 +48,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
     """Everything an app needs; ``runner`` may be injected (tests share one across apps) and is
     then neither started nor closed here. With ``engines.workers = 0`` and no runner, this is an
     API-only replica: it accepts and answers requests, other processes run the jobs."""
+    presets = configured_presets(settings)  # an unknown preset fails here, before any worker
     secret = settings.secret()
     db = open_database(settings.database_url, echo=settings.database.echo)
     await db.migrate()
@@ -83,7 +84,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
         generation = GenerationService(
-            settings, keys, jobs, limiter, storage, http, policy, handoff=dispatcher
+            settings, keys, jobs, limiter, storage, http, policy, presets, handoff=dispatcher
         )
         cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
         stack.callback(cleanup.cancel)

@@ -20,7 +20,8 @@ from kinema.api.validation import parse_body
 from kinema.billing.ratelimit import RateLimiter, RateState
 from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
-from kinema.engines.registry import get_preset, load_plugins
+from kinema.engines.base import Task
+from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
@@ -56,15 +57,12 @@ class GenerationService:
         storage: Storage,
         http: httpx.AsyncClient,
         policy: FetchPolicy,
+        presets: dict[Task, Preset],
         handoff: Dispatcher | None = None,
     ) -> None:
-        engines = settings.engines
-        load_plugins(engines.plugins)
-        self._presets = {p.task: p for p in map(get_preset, engines.resolved_presets())}
-        """The configured preset per task: submit-time checks read their capabilities."""
-        if set(self._presets) != {e.task for e in ENDPOINTS.values()}:
-            names = ", ".join(engines.resolved_presets())
-            raise ValueError(f"engine presets {names} must cover image-to-video and image-to-image")
+        self._presets = presets
+        """The configured preset per task (:func:`configured_presets`): submit-time checks read
+        their capabilities."""
         self._settings = settings
         self._keys = keys
         self._jobs = jobs
@@ -165,6 +163,19 @@ class GenerationService:
         else:
             await asyncio.to_thread(verify)
         return data
+
+
+def configured_presets(settings: Settings) -> dict[Task, Preset]:
+    """The engine preset serving each task; raises (at start-up) on an unknown preset or a
+    configuration that leaves a task without an engine."""
+    load_plugins(settings.engines.plugins)
+    names = settings.engines.resolved_presets()
+    presets = {preset.task: preset for preset in map(get_preset, names)}
+    if set(presets) != {endpoint.task for endpoint in ENDPOINTS.values()}:
+        raise ValueError(
+            f"engine presets {', '.join(names)} must cover image-to-video and image-to-image"
+        )
+    return presets
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:

@@ -258,8 +258,6 @@ class Dispatcher:
                 progress=value if value != sent else None,
             )
             cancel = await self._db.write(renew)
-            if value != sent:
-                sent = value
-                self._jobs.notifier.job_changed(job.id, final=False)
+            sent = value
             if cancel:
                 await self._runner.cancel(job.id)

@@ -53,11 +53,6 @@ class Job:
     def total_time(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.created_at
 
-    @property
-    def charged_micros(self) -> int:
-        """What the job costs its key: the price once completed, nothing otherwise."""
-        return self.price_micros if self.status is Status.COMPLETED else 0
-
 
 @dataclass(frozen=True)
 class Lease:

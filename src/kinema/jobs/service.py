@@ -143,7 +143,8 @@ class JobService:
                 **values,
             )
         )
-        self.notifier.job_changed(job.id, final=final is not None, job=final)
+        if final is not None:
+            self.notifier.job_finished(final)
         return final is not None
 
     async def settle_failed(
@@ -172,5 +173,6 @@ class JobService:
             return final
 
         final = await self._db.write(tx)
-        self.notifier.job_changed(job.id, final=final is not None, job=final)
+        if final is not None:
+            self.notifier.job_finished(final)
         return final is not None

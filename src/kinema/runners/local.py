@@ -141,11 +141,6 @@ class WorkerProcess:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
-    def kill(self) -> None:
-        """Hard-kill the process (tests use it to prove a lost worker's job is retried)."""
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-
 
 def _result(event: dict[str, Any]) -> RunResult:
     kind = event["event"]
@@ -181,10 +176,6 @@ class LocalRunner:
     @property
     def capacity(self) -> int:
         return len(self._workers)
-
-    @property
-    def workers(self) -> list[WorkerProcess]:
-        return list(self._workers)
 
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self._workers))
