@@ -207,3 +207,17 @@ async def test_video_elements_need_an_engine_that_takes_them(ctx: Ctx) -> None:
     assert r.json()["error"].startswith("elements:") and "static-video" in r.json()["error"]
     r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": key})
     assert r.json() == {"credits": 5.0}
+
+
+async def test_intelligence_splits_the_prompt_into_shots(ctx: Ctx) -> None:
+    key = await ctx.key()
+    body = {
+        "start_image_url": base64.b64encode(png()).decode(),
+        "duration": "4",
+        "shot_type": "intelligence",
+        "prompt": "Shot 1: a door opens. Shot 2: a dog runs in",
+    }
+    r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": key})
+    assert r.status_code == 200, r.text
+    meta = json.loads(r.headers["x-output-metadata"])
+    assert meta["shots"] == 2 and meta["frames"] == 96

@@ -21,6 +21,7 @@ from kinema.engines.base import (
     Task,
     VideoJob,
 )
+from kinema.engines.plan import split_prompt
 from kinema.media.conform import conform_image, conform_video, join_audio
 from kinema.media.images import IMAGE_MIME, encode_image
 from kinema.media.video import encode_mp4
@@ -75,13 +76,16 @@ def _elements(inputs: dict[str, Any]) -> tuple[Element, ...]:
 
 
 def _shots(params: dict[str, Any]) -> list[tuple[str, int]]:
-    """(prompt, seconds) per shot. ``multi_prompt`` (customize) gives one generation per shot,
-    the request's ``prompt``, when also given, prefixed as context; otherwise one shot."""
+    """(prompt, seconds) per shot: ``multi_prompt`` (customize) as given, the request's
+    ``prompt``, when also given, prefixed as context; ``intelligence`` splits the prompt by the
+    rule in :mod:`kinema.engines.plan`; otherwise one shot."""
     context = params["prompt"].strip()
     shots = params.get("shots") or []
-    if not shots:
-        return [(context, params["duration_s"])]
-    return [(f"{context} {s['prompt']}".strip(), int(s["duration_s"])) for s in shots]
+    if shots:
+        return [(f"{context} {s['prompt']}".strip(), int(s["duration_s"])) for s in shots]
+    if params.get("shot_type") == "intelligence":
+        return split_prompt(context, params["duration_s"])
+    return [(context, params["duration_s"])]
 
 
 def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:

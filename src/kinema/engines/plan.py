@@ -1,0 +1,53 @@
+"""Shot planning: how a video request becomes one generation per shot.
+
+``shot_type: customize`` takes the shots from ``multi_prompt`` as given. ``shot_type:
+intelligence`` splits the single ``prompt`` by rule, in this order:
+
+1. explicit cues — ``Shot 1: … Shot 2: …``, ``[cut]`` or ``cut to:`` (any case) — split there;
+2. otherwise sentences (``.``, ``!``, ``?`` followed by a space) and ``, then`` / ``; then`` /
+   `` and then`` turns of phrase;
+3. at most 5 shots (the contract's limit; extra pieces join the last shot) and at most one shot
+   per second of video;
+4. every second goes to some shot: each gets at least 1 s and the rest is shared in proportion to
+   the length of its text (largest remainders first), so the total is exactly the duration.
+
+A prompt with a single piece stays one shot. Pure functions, no model code.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_SHOTS = 5
+_CUES = re.compile(r"(?:\bshot\s*\d+\s*[:.)-]|\[cut\]|\bcut to\s*:)", re.IGNORECASE)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|[,;]\s*then\s+|\s+and then\s+", re.IGNORECASE)
+
+
+def split_prompt(prompt: str, duration_s: int) -> list[tuple[str, int]]:
+    """(prompt, seconds) per shot for ``shot_type: intelligence``; seconds add up to
+    ``duration_s``."""
+    pieces = _pieces(prompt)
+    limit = max(1, min(MAX_SHOTS, duration_s))
+    if len(pieces) > limit:
+        pieces = [*pieces[: limit - 1], " ".join(pieces[limit - 1 :])]
+    return list(zip(pieces, _share(duration_s, [len(p) for p in pieces]), strict=True))
+
+
+def _pieces(prompt: str) -> list[str]:
+    text = prompt.strip()
+    parts = _CUES.split(text) if _CUES.search(text) else _SENTENCES.split(text)
+    pieces = [part.strip(" \t\n,;") for part in parts]
+    return [piece for piece in pieces if piece] or [text]
+
+
+def _share(total: int, weights: list[int]) -> list[int]:
+    """Integer seconds ≥ 1 each, summing to ``total``, in proportion to ``weights``."""
+    count = len(weights)
+    spare = total - count
+    weight_sum = sum(weights) or count
+    exact = [spare * (w or 1) / weight_sum for w in weights]
+    seconds = [1 + int(x) for x in exact]
+    by_remainder = sorted(range(count), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    for i in by_remainder[: total - sum(seconds)]:
+        seconds[i] += 1
+    return seconds
