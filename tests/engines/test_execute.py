@@ -81,3 +81,28 @@ def test_shots_are_separate_generations_joined_exactly(
     assert info["audio_duration"] == pytest.approx(3.0, abs=0.05)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     assert any(0.4 < p <= 0.5 for p in seen)  # the first shot ends half-way
+
+
+def test_video_elements_are_composed_by_the_image_engine(
+    ltx2_engine: LTX2Engine, flux2_engine: Flux2KleinEngine, tmp_path: Path
+) -> None:
+    params = {
+        "prompt": "@Element1 walks",
+        "negative_prompt": "",
+        "width": 1920,
+        "height": 1080,
+        "fps": 24,
+        "duration_s": 3,
+        "cfg_scale": 0.5,
+        "generate_audio": False,
+        "seed": 5,
+    }
+    inputs = {
+        "start_image": _image(tmp_path / "s.png", (10, 120, 30)),
+        "element1_frontal": _image(tmp_path / "e.png", (250, 250, 0)),
+    }
+    engines = {Task.IMAGE_TO_VIDEO: ltx2_engine, Task.IMAGE_TO_IMAGE: flux2_engine}
+    result = execute(engines, "image-to-video", params, inputs, tmp_path, lambda _p: None)
+    meta = result["metadata"]
+    assert meta["composed_keyframe"] is True and meta["frames"] == 72
+    assert not probe_mp4(Path(result["output_path"]))["has_audio"]

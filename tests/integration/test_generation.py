@@ -5,13 +5,35 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from tests.conftest import Ctx, ImageServer, png, wait_status
+from tests.conftest import (
+    PLUGINS,
+    Ctx,
+    ImageServer,
+    app_context,
+    make_settings,
+    png,
+    start_runner,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def slow_echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    runner = await start_runner(
+        ["test-slow-video", "test-echo-image"], tmp_path_factory.mktemp("m")
+    )
+    yield runner
+    await runner.close()
+
 
 VIDEO = "/v1/kling-3-standard-image2video"
 IMAGE = "/v1/kling-3-image2image"
@@ -194,19 +216,44 @@ async def test_multi_prompt_is_one_generation_per_shot_with_exact_duration(ctx: 
     assert info["audio_duration"] == pytest.approx(5.0, abs=0.05)
 
 
-async def test_video_elements_need_an_engine_that_takes_them(ctx: Ctx) -> None:
-    key = await ctx.key(credits=5)
+async def test_video_elements_are_composed_into_the_first_frame(ctx: Ctx) -> None:
+    key = await ctx.key()
     b64 = base64.b64encode(png()).decode()
     body = {
         "start_image_url": b64,
         "prompt": "@Element1 waves",
-        "elements": [{"frontal_image_url": b64}],
+        "duration": 3,
+        "elements": [{"frontal_image_url": b64, "reference_image_urls": [b64]}],
     }
     r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": key})
-    assert r.status_code == 400
-    assert r.json()["error"].startswith("elements:") and "static-video" in r.json()["error"]
-    r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": key})
-    assert r.json() == {"credits": 5.0}
+    assert r.status_code == 200, r.text
+    meta = json.loads(r.headers["x-output-metadata"])
+    assert meta["composed_keyframe"] is True and meta["frames"] == 72
+
+
+async def test_elements_need_an_engine_that_takes_them(tmp_path: Path, slow_echo: Any) -> None:
+    settings = make_settings(
+        tmp_path,
+        engines={
+            "preset": "custom",
+            "plugins": PLUGINS,
+            "video_preset": "test-slow-video",
+            "image_preset": "test-echo-image",
+        },
+    )
+    async with app_context(settings, slow_echo) as c:
+        key = await c.key(credits=5)
+        b64 = base64.b64encode(png()).decode()
+        body = {
+            "start_image_url": b64,
+            "prompt": "@Element1 waves",
+            "elements": [{"frontal_image_url": b64}],
+        }
+        r = await c.client.post(VIDEO, json=body, headers={"x-api-key": key})
+        assert r.status_code == 400
+        assert r.json()["error"].startswith("elements:") and "test-echo-image" in r.json()["error"]
+        r = await c.client.get("/v1/get-user-credits", headers={"x-api-key": key})
+        assert r.json() == {"credits": 5.0}
 
 
 async def test_intelligence_splits_the_prompt_into_shots(ctx: Ctx) -> None:

@@ -49,3 +49,14 @@ def test_seconds_always_add_up_exactly(duration: int) -> None:
 def test_longer_text_gets_more_time() -> None:
     shots = split_prompt("Short. " + "A much longer description of the second shot " * 3, 10)
     assert shots[1][1] > shots[0][1]
+
+
+def test_element_references_become_image_positions() -> None:
+    from kinema.engines.plan import reference_prompt, video_prompt
+
+    # source = image 1; element 1 frontal = 2 (+2 references: 3, 4); element 2 frontal = 5
+    prompt = "@Element1 hands a cup to @Element2; @Element3 stays"
+    assert reference_prompt(prompt, [2, 0]) == (
+        "the subject of image 2 hands a cup to the subject of image 5; @Element3 stays"
+    )
+    assert video_prompt("@Element1 waves at @Element2") == "subject 1 waves at subject 2"

@@ -45,8 +45,8 @@ class Endpoint:
     price: Callable[[Any, BillingSettings], int]
     media: Callable[[Any], MediaRefs]
     params: Callable[[Any], dict[str, Any]]
-    check: Callable[[Any, Preset], None] = lambda _body, _preset: None
-    """Submit-time rules that depend on the configured engine preset (400s, never late)."""
+    check: Callable[[Any, dict[Task, Preset]], None] = lambda _body, _presets: None
+    """Submit-time rules that depend on the configured engine presets (400s, never late)."""
 
 
 def _element_refs(elements: list[Element] | None) -> MediaRefs:
@@ -106,16 +106,21 @@ def _video_params(body: ImageToVideoRequest) -> dict[str, Any]:
     }
 
 
-def _video_check(body: ImageToVideoRequest, preset: Preset) -> None:
+def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None:
+    video, image = presets[Task.IMAGE_TO_VIDEO], presets[Task.IMAGE_TO_IMAGE]
     if body.voice_ids:
         raise InvalidRequest(
             f"voice_ids: voices are not supported by the configured video engine "
-            f"({preset.name}); remove voice_ids (and <<<voice_n>>> references)"
+            f"({video.name}); remove voice_ids (and <<<voice_n>>> references)"
         )
-    if body.elements and preset.capabilities.max_references == 0:
+    # Elements go to the video engine if it takes references, else they are composed into the
+    # first frame by the image engine, which must take them all.
+    taker = video if video.capabilities.max_references > 0 else image
+    wanted = 1 + _reference_count(body.elements)
+    if body.elements and wanted > taker.capabilities.max_references:
         raise InvalidRequest(
-            f"elements: the configured video engine ({preset.name}) cannot use element images; "
-            "remove elements (and @ElementN references)"
+            f"elements: {wanted} images (start + element images) exceed the "
+            f"{taker.capabilities.max_references} that {taker.name} takes"
         )
 
 
@@ -130,7 +135,8 @@ def _image_price(body: ImageToImageRequest, billing: BillingSettings) -> int:
     return image_price(billing, resolution=body.resolution)
 
 
-def _image_check(body: ImageToImageRequest, preset: Preset) -> None:
+def _image_check(body: ImageToImageRequest, presets: dict[Task, Preset]) -> None:
+    preset = presets[Task.IMAGE_TO_IMAGE]
     wanted = 1 + _reference_count(body.elements)
     if wanted > preset.capabilities.max_references:
         raise InvalidRequest(

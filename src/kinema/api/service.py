@@ -102,7 +102,7 @@ class GenerationService:
         key = await self._keys.authenticate(api_key, model=slug)
         rate = await self._limiter.hit(key.id, key.rate_limit)
         request = parse_body(endpoint.request_model, body)
-        endpoint.check(request, self._presets[endpoint.task])
+        endpoint.check(request, self._presets)
         new = NewJob(
             id=str(uuid.uuid4()),
             key_id=key.id,

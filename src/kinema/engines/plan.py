@@ -51,3 +51,25 @@ def _share(total: int, weights: list[int]) -> list[int]:
     for i in by_remainder[: total - sum(seconds)]:
         seconds[i] += 1
     return seconds
+
+
+_ELEMENT = re.compile(r"@Element(\d+)")
+
+
+def reference_prompt(prompt: str, reference_counts: list[int]) -> str:
+    """Rewrite ``@ElementN`` for a multi-reference image model: the source is image 1, then each
+    element's frontal image and its references in order, so element N's frontal image is at
+    position ``2 + sum(1 + refs of the elements before it)``."""
+    positions = [2 + sum(1 + c for c in reference_counts[:n]) for n in range(len(reference_counts))]
+
+    def image_of(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        return f"the subject of image {positions[n - 1]}" if 1 <= n <= len(positions) else match[0]
+
+    return _ELEMENT.sub(image_of, prompt)
+
+
+def video_prompt(prompt: str) -> str:
+    """A video model has not seen the element images (they are composed into the first frame),
+    so ``@ElementN`` becomes plain words it can read."""
+    return _ELEMENT.sub(lambda m: f"subject {m.group(1)}", prompt)

@@ -21,7 +21,7 @@ from kinema.engines.base import (
     Task,
     VideoJob,
 )
-from kinema.engines.plan import split_prompt
+from kinema.engines.plan import reference_prompt, split_prompt, video_prompt
 from kinema.media.conform import conform_image, conform_video, join_audio
 from kinema.media.images import IMAGE_MIME, encode_image
 from kinema.media.video import encode_mp4
@@ -52,7 +52,9 @@ def execute(
     started = time.perf_counter()
     if kind is Task.IMAGE_TO_VIDEO:
         assert isinstance(engine, ImageToVideoEngine)
-        path, content_type, meta = _video(engine, params, inputs, output_dir, progress)
+        composer = engines.get(Task.IMAGE_TO_IMAGE)
+        assert composer is None or isinstance(composer, ImageToImageEngine)
+        path, content_type, meta = _video(engine, params, inputs, output_dir, progress, composer)
     else:
         assert isinstance(engine, ImageToImageEngine)
         path, content_type, meta = _image(engine, params, inputs, output_dir, progress)
@@ -98,13 +100,22 @@ def _video(
     inputs: dict[str, Any],
     out: Path,
     progress: ProgressFn,
+    composer: ImageToImageEngine | None = None,
 ) -> tuple[Path, str, dict[str, Any]]:
     """One generation per shot (hard cuts), each conformed to the contract size and its exact
-    frame count, then joined; audio joined with short fades at the cuts."""
+    frame count, then joined; audio joined with short fades at the cuts. Elements, for a video
+    engine that takes no reference images, are first composed into the start frame by the
+    image engine."""
     end = inputs.get("end_image")
     fps, audio_on = params["fps"], params["generate_audio"]
     start = _open_image(inputs["start_image"])
-    shots = _shots(params)
+    elements = _elements(inputs)
+    composed = bool(elements) and engine.capabilities.max_references == 0
+    if composed:
+        if composer is None:
+            raise ExecutionError("elements need an image engine to compose the first frame")
+        start = _compose_keyframe(composer, params, start, elements)
+    shots = [(video_prompt(p), s) for p, s in _shots(params)] if elements else _shots(params)
     frame_parts: list[npt.NDArray[np.uint8]] = []
     audio_parts: list[npt.NDArray[np.float32] | None] = []
     rate, info = 0, dict[str, object]()
@@ -121,6 +132,7 @@ def _video(
             fps=fps,
             cfg_scale=params["cfg_scale"],
             generate_audio=audio_on,
+            elements=() if composed else elements,
             seed=params.get("seed"),
         )
         result = engine.generate(job, _scaled(progress, index, len(shots)))
@@ -149,10 +161,31 @@ def _video(
         "has_audio": all_audio is not None,
         "shots": len(shots),
     }
+    if composed:
+        meta["composed_keyframe"] = True
     if not engine.capabilities.honours_cfg:
         meta["cfg_scale_honoured"] = False
     meta.update({k: v for k, v in info.items() if k not in meta})
     return path, "video/mp4", meta
+
+
+def _compose_keyframe(
+    composer: ImageToImageEngine,
+    params: dict[str, Any],
+    start: Image.Image,
+    elements: tuple[Element, ...],
+) -> Image.Image:
+    """The start image with the elements composed in, at the video's size."""
+    counts = [len(e.references) for e in elements]
+    job = ImageJob(
+        prompt=reference_prompt(params["prompt"] or "the scene", counts),
+        image=start,
+        width=params["width"],
+        height=params["height"],
+        elements=elements,
+        seed=params.get("seed"),
+    )
+    return conform_image(composer.generate(job, lambda _p: None).image, job.width, job.height)
 
 
 def _image(
@@ -162,12 +195,13 @@ def _image(
     out: Path,
     progress: ProgressFn,
 ) -> tuple[Path, str, dict[str, Any]]:
+    elements = _elements(inputs)
     job = ImageJob(
-        prompt=params["prompt"],
+        prompt=reference_prompt(params["prompt"], [len(e.references) for e in elements]),
         image=_open_image(inputs["image"]),
         width=params["width"],
         height=params["height"],
-        elements=_elements(inputs),
+        elements=elements,
         seed=params.get("seed"),
     )
     result = engine.generate(job, progress)
