@@ -17,6 +17,7 @@ from kinema.jobs import routes as job_routes
 from kinema.runners.base import Runner
 from kinema.settings import Settings
 from kinema.storage import routes as storage_routes
+from kinema.voices import routes as voice_routes
 
 PUBLIC_ROUTES = frozenset(
     {
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
     app.include_router(billing_routes.router)
     app.include_router(job_routes.router)
     app.include_router(storage_routes.router)
+    app.include_router(voice_routes.router)
     app.include_router(generation_routes.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kinema.api.service import GenerationService
     from kinema.jobs.dispatcher import Dispatcher
     from kinema.runners.base import Runner
+    from kinema.voices.service import VoiceService
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Services:
     storage: Storage
     http: httpx.AsyncClient
     generation: GenerationService
+    voices: VoiceService
     runner: Runner | None
     """None in an API-only replica (``engines.workers = 0``)."""
     dispatcher: Dispatcher | None

@@ -45,6 +45,8 @@ class Endpoint:
     price: Callable[[Any, BillingSettings], int]
     media: Callable[[Any], MediaRefs]
     params: Callable[[Any], dict[str, Any]]
+    voice_ids: Callable[[Any], list[str]] = lambda _body: []
+    """Voice ids the request uses; each must exist for the calling key (checked at submit)."""
     check: Callable[[Any, dict[Task, Preset]], None] = lambda _body, _presets: None
     """Submit-time rules that depend on the configured engine presets (400s, never late)."""
 
@@ -176,6 +178,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             media=_video_media,
             params=_video_params,
             check=_video_check,
+            voice_ids=lambda body: list(body.voice_ids or []),
         ),
         Endpoint(
             slug="kling-3-image2image",

@@ -22,6 +22,7 @@ from kinema.runners.local import LocalRunner
 from kinema.settings import Settings
 from kinema.storage.local import LocalStorage
 from kinema.store.db import open_database
+from kinema.voices.service import VoiceService
 
 
 def local_runner(settings: Settings) -> LocalRunner:
@@ -83,8 +84,18 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
+        voices = VoiceService(db, storage)
         generation = GenerationService(
-            settings, keys, jobs, limiter, storage, http, policy, presets, handoff=dispatcher
+            settings,
+            keys,
+            jobs,
+            limiter,
+            storage,
+            http,
+            policy,
+            presets,
+            handoff=dispatcher,
+            voices=voices,
         )
         cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
         stack.callback(cleanup.cancel)
@@ -98,6 +109,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             storage=storage,
             http=http,
             generation=generation,
+            voices=voices,
             runner=runner,
             dispatcher=dispatcher,
         )

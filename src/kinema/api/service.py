@@ -30,11 +30,13 @@ from kinema.media.fetch import FetchPolicy, load_media
 from kinema.media.images import decode_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
+from kinema.voices.service import VoiceService
 
 INLINE_DECODE_BYTES = 64 * 1024
 
 # Paths under /v1 that are not models: a POST there is a wrong method, not an unknown model.
 RESERVED = frozenset({"get-user-credits", "requests", "files"})
+VOICE_SLUG = "kling-create-voice"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class GenerationService:
         policy: FetchPolicy,
         presets: dict[Task, Preset],
         handoff: Dispatcher | None = None,
+        voices: VoiceService | None = None,
     ) -> None:
         self._presets = presets
         """The configured preset per task (:func:`configured_presets`): submit-time checks read
@@ -72,6 +75,7 @@ class GenerationService:
         """Must come from :func:`guarded_client` (it enforces the address policy on connect)."""
         self._policy = policy
         self._handoff = handoff
+        self._voices = voices
         """This process's dispatcher: sync jobs go straight to a free local slot."""
 
     def endpoint(self, slug: str) -> Endpoint:
@@ -95,13 +99,11 @@ class GenerationService:
         idempotency_key: str | None = None,
     ) -> tuple[Submission, Any]:
         endpoint = self.endpoint(slug)
-        if not _is_json(content_type):
-            raise NotAcceptable(
-                f"Content-Type must be application/json (got {content_type or 'none'})"
-            )
-        key = await self._keys.authenticate(api_key, model=slug)
-        rate = await self._limiter.hit(key.id, key.rate_limit)
+        key, rate = await self.admit(slug, content_type=content_type, api_key=api_key)
         request = parse_body(endpoint.request_model, body)
+        voice_ids = endpoint.voice_ids(request)
+        if voice_ids and self._voices is not None:
+            await self._voices.require(key.id, voice_ids)
         endpoint.check(request, self._presets)
         new = NewJob(
             id=str(uuid.uuid4()),
@@ -134,6 +136,21 @@ class GenerationService:
             await self._storage.delete_prefix(f"inputs/{new.id}")
         return Submission(job, key, rate, endpoint, balance), request
 
+    async def admit(
+        self, slug: str, *, content_type: str | None, api_key: str | None
+    ) -> tuple[KeyRecord, RateState]:
+        """The checks before any body is read: JSON (406), key (401/403), rate limit (429)."""
+        if not _is_json(content_type):
+            raise NotAcceptable(
+                f"Content-Type must be application/json (got {content_type or 'none'})"
+            )
+        key = await self._keys.authenticate(api_key, model=slug)
+        return key, await self._limiter.hit(key.id, key.rate_limit)
+
+    async def fetch(self, value: str, *, field: str) -> bytes:
+        """An input given as URL, data URI or base64, under the fetch policy (SSRF, size cap)."""
+        return await load_media(value, field=field, policy=self._policy, client=self._http)
+
     async def _store_inputs(self, job_id: str, refs: MediaRefs) -> dict[str, Any]:
         """Fetch and verify every input image concurrently, then keep them with the job so a
         retry after a restart needs no second fetch."""
@@ -153,7 +170,7 @@ class GenerationService:
         return stored
 
     async def _fetch(self, ref: MediaRef) -> bytes:
-        data = await load_media(ref.value, field=ref.field, policy=self._policy, client=self._http)
+        data = await self.fetch(ref.value, field=ref.field)
         verify = functools.partial(
             decode_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
         )

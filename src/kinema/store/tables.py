@@ -90,3 +90,15 @@ jobs = Table(
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_expires_at", "expires_at"),
 )
+
+voices = Table(
+    "voices",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False, index=True),
+    Column("name", String(40), nullable=False, default=""),
+    Column("sample_key", String(300), nullable=False),
+    Column("container", String(16), nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

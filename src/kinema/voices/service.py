@@ -1,0 +1,58 @@
+"""Voice samples for ``voice_ids``: stored per key, validated by decoding them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from kinema.errors import InvalidInput, InvalidRequest
+from kinema.media.audio import probe_audio
+from kinema.storage.base import Storage
+from kinema.store.db import Database
+from kinema.voices import repository as repo
+from kinema.voices.repository import Voice
+
+MIN_S, MAX_S = 5.0, 30.0
+
+
+class VoiceService:
+    def __init__(self, db: Database, storage: Storage) -> None:
+        self._db = db
+        self._storage = storage
+
+    async def create(self, key_id: str, sample: bytes, name: str | None) -> Voice:
+        """Verify the sample (mp3/wav/mp4/mov with 5–30 s of audio) and keep it for the key."""
+        info = probe_audio(sample, field="voice_url")
+        if not MIN_S <= info.duration_s <= MAX_S:
+            raise InvalidInput(
+                f"voice_url: the sample must last {MIN_S:g}-{MAX_S:g} s of one clean speaker "
+                f"(got {info.duration_s:.1f} s)"
+            )
+        voice_id = "voice_" + uuid.uuid4().hex
+        voice = Voice(
+            id=voice_id,
+            key_id=key_id,
+            name=name or "",
+            sample_key=f"voices/{voice_id}/sample.{info.container}",
+            container=info.container,
+            duration_s=info.duration_s,
+            created_at=time.time(),
+        )
+        await self._storage.put_bytes(voice.sample_key, sample, "application/octet-stream")
+        try:
+            await self._db.write(lambda conn: repo.insert_voice(conn, voice))
+        except BaseException:
+            await self._storage.delete_prefix(f"voices/{voice_id}")
+            raise
+        return voice
+
+    async def require(self, key_id: str, ids: list[str]) -> None:
+        """400 naming the first voice id that does not exist for this key (another key's
+        voices do not exist for it)."""
+        found = await self._db.read(lambda conn: repo.owned(conn, key_id, ids))
+        for index, voice_id in enumerate(ids):
+            if voice_id not in found:
+                raise InvalidRequest(
+                    f"voice_ids[{index}]: voice {voice_id!r} not found (create it with "
+                    "kling-create-voice using this API key)"
+                )

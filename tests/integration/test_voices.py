@@ -1,0 +1,95 @@
+"""kling-create-voice: samples are decoded and checked (format, 5-30 s), kept per key, and
+voice_ids in a video request must name the caller's voices."""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kinema.media.video import encode_mp4
+from tests.conftest import Ctx, png
+
+pytestmark = pytest.mark.integration
+VOICE = "/v1/kling-create-voice"
+VIDEO = "/v1/kling-3-standard-image2video"
+
+
+def wav(seconds: float, rate: int = 16000) -> str:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        tone = np.sin(np.arange(int(seconds * rate)) * 0.05) * 8000
+        w.writeframes(tone.astype("<i2").tobytes())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+async def test_create_voice_from_wav_and_mp4(ctx: Ctx, tmp_path: Path) -> None:
+    key = await ctx.key()
+    h = {"x-api-key": key}
+    r = await ctx.client.post(
+        VOICE, json={"voice_url": wav(6), "voice_name": "narrator"}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["voice_id"].startswith("voice_")
+    clip = tmp_path / "clip.mp4"
+    frames = np.zeros((24 * 6, 64, 64, 3), dtype=np.uint8)
+    audio = (np.sin(np.arange(16000 * 6) * 0.05) * 0.3).astype(np.float32)[None, :]
+    encode_mp4(clip, frames, 24, audio, 16000)
+    data_uri = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    r = await ctx.client.post(VOICE, json={"voice_url": data_uri}, headers=h)
+    assert r.status_code == 200, r.text
+    stored = list((ctx.svc.settings.storage_path / "voices").glob("*/sample.*"))
+    assert sorted(p.suffix for p in stored) == [".mp4", ".wav"]
+
+
+@pytest.mark.parametrize(
+    ("voice_url", "needle"),
+    [
+        (wav(3), "5-30 s"),
+        (wav(31), "5-30 s"),
+        (base64.b64encode(b"plain text, not audio at all").decode(), "voice_url"),
+        (base64.b64encode(png()).decode(), "voice_url"),
+    ],
+)
+async def test_bad_samples_are_400(ctx: Ctx, voice_url: str, needle: str) -> None:
+    key = await ctx.key()
+    r = await ctx.client.post(VOICE, json={"voice_url": voice_url}, headers={"x-api-key": key})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("voice_url") and needle in r.json()["error"]
+
+
+async def test_voice_name_rules_and_auth(ctx: Ctx) -> None:
+    r = await ctx.client.post(VOICE, json={"voice_url": wav(6)})
+    assert r.status_code == 401
+    key = await ctx.key()
+    r = await ctx.client.post(
+        VOICE, json={"voice_url": wav(6), "voice_name": "x" * 21}, headers={"x-api-key": key}
+    )
+    assert r.status_code == 400 and "voice_name" in r.json()["error"]
+
+
+async def test_voice_ids_must_belong_to_the_caller(ctx: Ctx) -> None:
+    owner, other = await ctx.key(credits=5), await ctx.key(credits=5)
+    voice_id = (
+        await ctx.client.post(VOICE, json={"voice_url": wav(6)}, headers={"x-api-key": owner})
+    ).json()["voice_id"]
+    body = {
+        "start_image_url": base64.b64encode(png()).decode(),
+        "prompt": "<<<voice_1>>> says hello",
+        "voice_ids": [voice_id],
+    }
+    r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": other})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("voice_ids[0]:") and "not found" in r.json()["error"]
+    # The owner's voice exists, but no shipped engine speaks in it: a clear 400, no charge.
+    r = await ctx.client.post(VIDEO, json=body, headers={"x-api-key": owner})
+    assert r.status_code == 400 and "not supported" in r.json()["error"]
+    r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": owner})
+    assert r.json() == {"credits": 5.0}
