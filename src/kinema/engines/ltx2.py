@@ -7,6 +7,7 @@ is exactly one transformer pass (see :data:`DISTILLED_GUIDANCE`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from PIL import Image
 from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import grid_frame_count, working_size
-from kinema.engines.presets import TINY_LTX2
+from kinema.engines.guidance import GUIDANCE, GuidanceMap
+from kinema.engines.presets import TINY_LTX2, TINY_LTX2_QUALITY
 from kinema.engines.registry import LoadOptions
 from kinema.engines.tiny import build_tiny_ltx2
 from kinema.media.images import fit_image
@@ -56,6 +58,9 @@ class LTX2Settings:
     image_crf: int | None = None
     """H.264 CRF the conditioning images are re-compressed at (the model was trained on such
     frames). ``None`` is the model's own default; ``0`` skips the round trip through PyAV."""
+    guidance: GuidanceMap | None = None
+    """``None``: distilled weights (one pass per step, ``cfg_scale`` and ``negative_prompt``
+    ignored). Otherwise ``cfg_scale`` maps to classifier-free guidance through this map."""
 
 
 TINY_SETTINGS = LTX2Settings(steps=2, max_sequence_length=16, image_crf=0)
@@ -148,10 +153,11 @@ class LTX2Engine:
                 output_type="np",
                 return_dict=False,
                 callback_on_step_end=step_callback(progress, self.steps),
-                **DISTILLED_GUIDANCE,
+                **self._guidance(job),
             )
         info: dict[str, object] = {
             "steps": self.steps,
+            "guidance_scale": self._guidance(job)["guidance_scale"],
             "transformer_passes": passes.calls,
             "seed": seed,
             "rendered_frames": num_frames,
@@ -166,6 +172,19 @@ class LTX2Engine:
             sample_rate=self.sample_rate if job.generate_audio else 0,
             info=info,
         )
+
+    def _guidance(self, job: VideoJob) -> dict[str, object]:
+        """Distilled: every guidance off. Otherwise CFG at the mapped scale for video and audio
+        with the negative prompt; STG and modality isolation stay off (each costs a pass)."""
+        if self.settings.guidance is None:
+            return dict(DISTILLED_GUIDANCE)
+        scale = self.settings.guidance.scale(job.cfg_scale)
+        return {
+            **DISTILLED_GUIDANCE,
+            "guidance_scale": scale,
+            "audio_guidance_scale": scale,
+            "negative_prompt": job.negative_prompt if scale > 1.0 else None,
+        }
 
     @property
     def sample_rate(self) -> int:
@@ -200,6 +219,14 @@ def load_tiny(options: LoadOptions) -> LTX2Engine:
     """Loader of ``tiny-ltx2``: build the random weights once, then load them like real ones."""
     source = options.source or build_tiny_ltx2(options.models_dir / "tiny-ltx2")
     return load(source, options, TINY_LTX2.capabilities, TINY_SETTINGS)
+
+
+def load_tiny_quality(options: LoadOptions) -> LTX2Engine:
+    """Loader of ``tiny-ltx2-quality``: the tiny weights with full-model settings, so that
+    ``cfg_scale`` and ``negative_prompt`` take effect (what the full LTX-2.5 preset does)."""
+    source = options.source or build_tiny_ltx2(options.models_dir / "tiny-ltx2")
+    settings = dataclasses.replace(TINY_SETTINGS, guidance=GUIDANCE["ltx2"])
+    return load(source, options, TINY_LTX2_QUALITY.capabilities, settings)
 
 
 def _to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

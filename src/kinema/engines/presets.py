@@ -13,6 +13,8 @@ constants so that each loader reads its capabilities from here instead of restat
 
 from __future__ import annotations
 
+import dataclasses
+
 from kinema.engines.base import Capabilities, Task
 from kinema.engines.registry import Preset, register
 
@@ -42,6 +44,23 @@ TINY_LTX2 = register(
         description=(
             "LTX-2 image-to-video with audio (LTX2ConditionPipeline) at toy size: start frame, "
             "optional end keyframe, distilled settings (one transformer pass per step)."
+        ),
+        license="Apache-2.0 (diffusers code; the weights are random)",
+        weights=_LOCAL,
+        tags=_TEST_TAGS | {"tiny"},
+    )
+)
+
+TINY_LTX2_QUALITY = register(
+    Preset(
+        name="tiny-ltx2-quality",
+        capabilities=dataclasses.replace(
+            TINY_LTX2.capabilities, honours_cfg=True, honours_negative_prompt=True
+        ),
+        loader="kinema.engines.ltx2:load_tiny_quality",
+        description=(
+            "The tiny LTX-2 with full-model settings: cfg_scale maps to classifier-free guidance "
+            "(the 'ltx2' row of the guidance table) and negative_prompt is used."
         ),
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
