@@ -1,7 +1,8 @@
 """Submitting a generation: the steps every request goes through, sync or async.
 
-content type (406) → key (401/403) → rate limit (429) → body (400) → input media fetched and
-verified (400) → price reserved + job inserted in one transaction (406).
+model slug (404/405/410) → content type (406) → key (401/403) → rate limit (429) → body (400)
+→ voice ids (400) → engine capabilities (400) → input media fetched and verified (400) → price
+reserved + job inserted in one transaction (406).
 Auth comes before the body so that unauthenticated callers cannot make the server fetch URLs."""
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class GenerationService:
         """Must come from :func:`guarded_client` (it enforces the address policy on connect)."""
         self._policy = policy
         self._handoff = handoff
-        self._voices = voices
         """This process's dispatcher: sync jobs go straight to a free local slot."""
+        self._voices = voices
 
     def endpoint(self, slug: str) -> Endpoint:
         if slug in self._settings.retired_models:
