@@ -42,8 +42,9 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None
 @click.option("--port", type=int, help="Port (default 8000).")
 @click.option(
     "--preset",
-    type=click.Choice(["tiny", "static", "custom"]),
+    type=click.Choice(["tiny", "static", "production", "custom"]),
     help="Engines: tiny (random-weight diffusers models on CPU), static (no torch), "
+    "production (ltx2.5-distilled + flux2-klein-4b, real weights), "
     "custom (engines.video_preset / engines.image_preset).",
 )
 @click.pass_obj

@@ -95,9 +95,10 @@ class FetchSettings(BaseModel):
 
 
 class EngineSettings(BaseModel):
-    preset: Literal["tiny", "static", "custom"] = "tiny"
+    preset: Literal["tiny", "static", "production", "custom"] = "tiny"
     """Shorthand: ``tiny`` (tiny random-weight diffusers models, CPU), ``static`` (zero-cost
-    engines, no torch) or ``custom`` (use ``video_preset``/``image_preset``)."""
+    engines, no torch), ``production`` (ltx2.5-distilled + flux2-klein-4b; needs their weights)
+    or ``custom`` (use ``video_preset``/``image_preset``)."""
     video_preset: str = "tiny-ltx2"
     image_preset: str = "tiny-flux2-klein"
     models_dir: Path | None = None
@@ -121,6 +122,8 @@ class EngineSettings(BaseModel):
             return self.video_preset, self.image_preset
         if self.preset == "static":
             return "static-video", "static-image"
+        if self.preset == "production":
+            return "ltx2.5-distilled", "flux2-klein-4b"
         return "tiny-ltx2", "tiny-flux2-klein"
 
 

@@ -271,3 +271,17 @@ def test_unknown_preset_stops_startup(tmp_path: Path) -> None:
         TestClient(create_app(settings)),
     ):
         pass
+
+
+async def test_production_preset_without_weights_stops_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kinema.runners.base import RunnerLost
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    settings = make_settings(tmp_path, engines={"preset": "production", "plugins": []})
+    with pytest.raises(RunnerLost) as err:
+        async with app_context(settings, None):
+            pass
+    assert "hf download Lightricks/LTX-2.5-Diffusers" in str(err.value)
+    assert "hf download black-forest-labs/FLUX.2-klein-4B" in str(err.value)

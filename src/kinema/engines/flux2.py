@@ -17,9 +17,10 @@ from PIL import Image
 from kinema.engines.base import Capabilities, ImageJob, ImageOutput, ProgressFn
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import working_size
-from kinema.engines.presets import TINY_FLUX2_KLEIN
+from kinema.engines.presets import FLUX2_KLEIN_4B, TINY_FLUX2_KLEIN
 from kinema.engines.registry import LoadOptions
 from kinema.engines.tiny import build_tiny_flux2_klein
+from kinema.engines.weights import resolve
 from kinema.media.images import fit_image
 
 MIN_CONDITION_SIDE = 64
@@ -140,3 +141,13 @@ def _condition_size(width: int, height: int, long_side: int, step: int) -> tuple
         max(MIN_CONDITION_SIDE, round(width * scale / step) * step),
         max(MIN_CONDITION_SIDE, round(height * scale / step) * step),
     )
+
+
+KLEIN_4B_HUB_ID = "black-forest-labs/FLUX.2-klein-4B"
+KLEIN_SETTINGS = Flux2Settings(steps=4)
+
+
+def load_klein_4b(options: LoadOptions) -> Flux2KleinEngine:
+    """Loader of ``flux2-klein-4b`` (step-distilled: 4 steps, no guidance)."""
+    source = resolve(FLUX2_KLEIN_4B.name, KLEIN_4B_HUB_ID, options)
+    return load(source, options, FLUX2_KLEIN_4B.capabilities, KLEIN_SETTINGS)

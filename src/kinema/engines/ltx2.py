@@ -27,9 +27,10 @@ from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import grid_frame_count, working_size
 from kinema.engines.guidance import GUIDANCE, GuidanceMap
-from kinema.engines.presets import TINY_LTX2, TINY_LTX2_QUALITY
+from kinema.engines.presets import LTX25_DISTILLED, LTX25_QUALITY, TINY_LTX2, TINY_LTX2_QUALITY
 from kinema.engines.registry import LoadOptions
 from kinema.engines.tiny import build_tiny_ltx2
+from kinema.engines.weights import resolve
 from kinema.media.images import fit_image
 
 DISTILLED_GUIDANCE: dict[str, float] = {
@@ -227,6 +228,23 @@ def load_tiny_quality(options: LoadOptions) -> LTX2Engine:
     source = options.source or build_tiny_ltx2(options.models_dir / "tiny-ltx2")
     settings = dataclasses.replace(TINY_SETTINGS, guidance=GUIDANCE["ltx2"])
     return load(source, options, TINY_LTX2_QUALITY.capabilities, settings)
+
+
+LTX25_HUB_ID = "Lightricks/LTX-2.5-Diffusers"
+DISTILLED_SETTINGS = LTX2Settings(steps=8)
+QUALITY_SETTINGS = LTX2Settings(steps=40, guidance=GUIDANCE["ltx2"])
+
+
+def load_distilled(options: LoadOptions) -> LTX2Engine:
+    """Loader of ``ltx2.5-distilled`` (single stage at the working size for now)."""
+    source = resolve(LTX25_DISTILLED.name, LTX25_HUB_ID, options)
+    return load(source, options, LTX25_DISTILLED.capabilities, DISTILLED_SETTINGS)
+
+
+def load_quality(options: LoadOptions) -> LTX2Engine:
+    """Loader of ``ltx2.5-quality``: the full transformer with classifier-free guidance."""
+    source = resolve(LTX25_QUALITY.name, LTX25_HUB_ID, options)
+    return load(source, options, LTX25_QUALITY.capabilities, QUALITY_SETTINGS)
 
 
 def _to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

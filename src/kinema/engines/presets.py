@@ -127,3 +127,56 @@ STATIC_IMAGE = register(
         tags=_TEST_TAGS | {"static"},
     )
 )
+
+
+# Production presets: real weights from a local directory or the Hugging Face cache (see
+# kinema.engines.weights). Not yet: LTX-2.5's two-stage 1080p (half-resolution pass, latent
+# upsampler, refinement) — today one stage at the working size; measured on GPU in the engines
+# issue.
+
+LTX25_DISTILLED = register(
+    Preset(
+        name="ltx2.5-distilled",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_VIDEO,
+            fps=24,
+            max_frames=MAX_VIDEO_FRAMES,
+            frame_grid=8,
+            size_multiple=32,
+            audio=True,
+        ),
+        loader="kinema.engines.ltx2:load_distilled",
+        description="LTX-2.5 distilled image-to-video with native audio; one pass per step.",
+        license="LTX-2 Community License (check the model card for your use)",
+        weights="Lightricks/LTX-2.5-Diffusers",
+    )
+)
+
+LTX25_QUALITY = register(
+    Preset(
+        name="ltx2.5-quality",
+        capabilities=dataclasses.replace(
+            LTX25_DISTILLED.capabilities, honours_cfg=True, honours_negative_prompt=True
+        ),
+        loader="kinema.engines.ltx2:load_quality",
+        description="LTX-2.5 full transformer: cfg_scale and negative_prompt honoured.",
+        license="LTX-2 Community License (check the model card for your use)",
+        weights="Lightricks/LTX-2.5-Diffusers",
+    )
+)
+
+FLUX2_KLEIN_4B = register(
+    Preset(
+        name="flux2-klein-4b",
+        capabilities=Capabilities(
+            task=Task.IMAGE_TO_IMAGE,
+            size_multiple=16,
+            # FLUX.2 documents multi-reference editing with up to 10 images.
+            max_references=10,
+        ),
+        loader="kinema.engines.flux2:load_klein_4b",
+        description="FLUX.2 [klein] 4B image editing with reference images; 4 steps.",
+        license="Apache-2.0",
+        weights="black-forest-labs/FLUX.2-klein-4B",
+    )
+)

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from kinema.engines.base import Engine, EngineCancelled, Task
 from kinema.engines.registry import LoadOptions, get_preset, load_engine, load_plugins
+from kinema.engines.weights import WeightsMissing
 from kinema.runners.execute import ExecutionError, execute
 
 
@@ -44,8 +45,14 @@ def load_engines(config: dict[str, Any]) -> dict[Task, Engine]:
     )
     load_plugins(config.get("plugins", []))
     engines: dict[Task, Engine] = {}
+    missing: list[str] = []
     for name in config["presets"]:
-        engines[get_preset(name).task] = load_engine(name, options)
+        try:
+            engines[get_preset(name).task] = load_engine(name, options)
+        except WeightsMissing as exc:  # report every preset's missing weights at once
+            missing.append(str(exc))
+    if missing:
+        raise WeightsMissing("; ".join(missing))
     return engines
 
 
