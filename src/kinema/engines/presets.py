@@ -27,19 +27,20 @@ MAX_VIDEO_FRAMES = 361
 MAX_IMAGE_REFERENCES = 1 + 3 * 4
 """Every image the image engine receives: the source plus 3 elements × (frontal + 3 references)."""
 
+LTX2_VIDEO = Capabilities(
+    task=Task.IMAGE_TO_VIDEO,
+    fps=24,
+    max_frames=MAX_VIDEO_FRAMES,
+    frame_grid=8,
+    size_multiple=32,
+    audio=True,
+)
+"""What every LTX-2 preset can do (distilled: guidance knobs ignored)."""
+
 TINY_LTX2 = register(
     Preset(
         name="tiny-ltx2",
-        capabilities=Capabilities(
-            task=Task.IMAGE_TO_VIDEO,
-            fps=24,
-            max_frames=MAX_VIDEO_FRAMES,
-            frame_grid=8,
-            size_multiple=32,
-            audio=True,
-            honours_cfg=False,
-            max_working_side=64,
-        ),
+        capabilities=dataclasses.replace(LTX2_VIDEO, max_working_side=64),
         loader="kinema.engines.ltx2:load_tiny",
         description=(
             "LTX-2 image-to-video with audio (LTX2ConditionPipeline) at toy size: start frame, "
@@ -137,14 +138,7 @@ STATIC_IMAGE = register(
 LTX25_DISTILLED = register(
     Preset(
         name="ltx2.5-distilled",
-        capabilities=Capabilities(
-            task=Task.IMAGE_TO_VIDEO,
-            fps=24,
-            max_frames=MAX_VIDEO_FRAMES,
-            frame_grid=8,
-            size_multiple=32,
-            audio=True,
-        ),
+        capabilities=LTX2_VIDEO,
         loader="kinema.engines.ltx2:load_distilled",
         description="LTX-2.5 distilled image-to-video with native audio; one pass per step.",
         license="LTX-2 Community License (check the model card for your use)",
