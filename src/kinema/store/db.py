@@ -1,13 +1,12 @@
 """The database behind one small interface: run a *transaction function* (a plain function of a
 SQLAlchemy ``Connection``) for reading or writing.
 
-- :class:`SQLiteDatabase` (embedded): each whole transaction runs on a thread with the
-  standard-library driver — one thread hop per transaction. (An async driver adapter costs about
-  four hops per statement; that dominated the request path.) Writes go through ONE writer thread:
-  SQLite has one writer anyway, and writers contending for the lock back off in SQLite's busy
-  handler with sleeps, which cut throughput by half under load; a queue in front is FIFO and
-  wakes at once. Reads use a small pool and no transaction (single statements on WAL
-  snapshots). WAL, a busy timeout (for other processes), foreign keys, and ``BEGIN IMMEDIATE``
+- :class:`SQLiteDatabase` (embedded): the standard-library driver. A write transaction runs
+  whole on ONE writer thread — one thread hop per transaction (an async driver adapter costs
+  about four hops per statement; that dominated the request path), and SQLite has one writer
+  anyway: a FIFO queue in front beats writers sleeping in its busy handler. Reads run inline on
+  the event loop without a transaction (single statements on WAL snapshots, never waiting for
+  a lock). WAL, a busy timeout (for other processes), foreign keys, and ``BEGIN IMMEDIATE``
   for writes so that a read→write upgrade can never fail.
 - :class:`PostgresDatabase` (scale-out): asyncpg; the same functions run through ``run_sync``.
 
@@ -71,7 +70,7 @@ def upgrade(connection: Connection) -> None:
 
 
 class SQLiteDatabase:
-    def __init__(self, url: str, *, echo: bool = False, threads: int = 4) -> None:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
         path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -79,13 +78,13 @@ class SQLiteDatabase:
             f"sqlite:///{path}",
             echo=echo,
             connect_args={"timeout": 30, "check_same_thread": False},
-            pool_size=threads + 1,
-            max_overflow=0,
+            # One connection for inline reads on the loop, one for the writer thread.
+            pool_size=2,
+            max_overflow=2,
         )
         event.listen(self._engine, "connect", _sqlite_on_connect)
         event.listen(self._engine, "begin", _sqlite_on_begin)
         self._reader = self._engine.execution_options(kinema_read=True)
-        self._reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kinema-sqlite-r")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kinema-sqlite-w")
 
     @property
@@ -105,7 +104,6 @@ class SQLiteDatabase:
         await self.write(upgrade)
 
     async def dispose(self) -> None:
-        self._reads.shutdown(wait=True)
         self._writes.shutdown(wait=True)
         self._engine.dispose()
 
