@@ -2,7 +2,10 @@
 
 In one run, on loopback:
   (a) v1 round trip with the zero-cost ``static-image`` engine vs that engine alone (the same
-      engine + conform + encode work, called in-process): the added milliseconds at p50/p95;
+      engine + conform + encode work, called in-process): the added milliseconds at p50/p95.
+      Sequential requests on one keep-alive connection from the standard library's http.client
+      (the leanest client, so the figure is the server's); for scale, the same client's round
+      trip to a bare FastAPI endpoint that answers a PNG of the same size (the HTTP floor);
   (b) v2 submit throughput (requests/s at a fixed concurrency) vs a bare FastAPI endpoint that
       does one SQLite insert per request, both served by uvicorn the same way. Kinema is measured
       as an API-only replica (engines.workers = 0: generation runs elsewhere, as on a GPU
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import http.client
 import io
 import json
 import os
@@ -35,6 +39,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SLUG = "kling-3-image2image"
 DEADLINE_S = 300  # hard bound on the whole run
+OUTPUT_PNG_BYTES = 3041  # the static engine's 1024x576 PNG of the flat test image
 
 
 def free_port() -> int:
@@ -79,8 +84,8 @@ def start_kinema(
     return proc, key
 
 
-def start_bare(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    code = BARE_APP.format(db=str(data_dir / "bare.db"), port=port)
+def start_bare(data_dir: Path, port: int, png_size: int) -> subprocess.Popen[bytes]:
+    code = BARE_APP.format(db=str(data_dir / "bare.db"), port=port, png_size=png_size)
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -89,6 +94,7 @@ def start_bare(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
 BARE_APP = """
 import aiosqlite, uuid, time, uvicorn
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 app = FastAPI()
 state = {{}}
 @app.on_event("startup")
@@ -106,6 +112,11 @@ async def submit(slug: str, request: Request):
     await db.execute("INSERT INTO jobs VALUES (?, ?, ?)", (rid, body.decode(), time.time()))
     await db.commit()
     return {{"request_id": rid, "status": "QUEUED"}}
+PNG = bytes({png_size})
+@app.post("/v1/{{slug}}")
+async def sync(slug: str, request: Request):
+    await request.body()
+    return Response(PNG, media_type="image/png", headers={{"x-generation-time": "0.000"}})
 @app.get("/healthz")
 async def health():
     return {{"status": "ok"}}
@@ -152,18 +163,25 @@ def engine_alone(image_b64: str, n: int) -> list[float]:
     return times
 
 
-async def v1_round_trips(
-    url: str, key: str, image_b64: str, n: int
-) -> tuple[list[float], list[float]]:
-    body = {"image_url": image_b64, "prompt": "x"}
+def v1_round_trips(port: int, key: str, image_b64: str, n: int) -> tuple[list[float], list[float]]:
+    """``n`` sequential sync calls on one keep-alive connection: round trips and the server's
+    ``x-generation-time`` for each."""
+    body = json.dumps({"image_url": image_b64, "prompt": "x"})
+    headers = {"x-api-key": key, "content-type": "application/json"}
     totals, gen = [], []
-    async with httpx.AsyncClient(timeout=60) as client:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
         for _ in range(n):
             t0 = time.perf_counter()
-            r = await client.post(f"{url}/v1/{SLUG}", json=body, headers={"x-api-key": key})
+            conn.request("POST", f"/v1/{SLUG}", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
             totals.append(time.perf_counter() - t0)
-            r.raise_for_status()
-            gen.append(float(r.headers["x-generation-time"]))
+            if response.status != 200:
+                raise RuntimeError(f"v1 call answered {response.status}")
+            gen.append(float(response.getheader("x-generation-time") or 0))
+    finally:
+        conn.close()
     return totals, gen
 
 
@@ -193,15 +211,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         aport = free_port()
         kinema, key = start_kinema(Path(tmp) / "kinema", kport)
         api_only, akey = start_kinema(Path(tmp) / "api-only", aport, workers=0)
-        bare = start_bare(Path(tmp), bport)
+        bare = start_bare(Path(tmp), bport, png_size=OUTPUT_PNG_BYTES)
         procs = (kinema, api_only, bare)
         try:
             kurl, burl = f"http://127.0.0.1:{kport}", f"http://127.0.0.1:{bport}"
             aurl = f"http://127.0.0.1:{aport}"
             await asyncio.gather(wait_healthy(kurl), wait_healthy(burl), wait_healthy(aurl))
             alone = engine_alone(image, args.v1_requests)
-            await v1_round_trips(kurl, key, image, 10)  # warm-up
-            totals, gen = await v1_round_trips(kurl, key, image, args.v1_requests)
+            v1_round_trips(bport, "-", image, 10)  # warm-up
+            floor, _ = v1_round_trips(bport, "-", image, args.v1_requests)
+            v1_round_trips(kport, key, image, 10)
+            totals, gen = v1_round_trips(kport, key, image, args.v1_requests)
             n, c = args.requests, args.concurrency
             bare_rps = await submit_throughput(burl, "-", image, n, c)
             api_rps = await submit_throughput(aurl, akey, image, n, c)
@@ -216,6 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "v1": {
             "requests": args.v1_requests,
+            "http_floor_p50_ms": statistics.median(floor) * ms,
             "engine_alone_p50_ms": statistics.median(alone) * ms,
             "round_trip_p50_ms": statistics.median(totals) * ms,
             "round_trip_p95_ms": percentile(totals, 0.95) * ms,
@@ -240,6 +261,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     v1, v2 = result["v1"], result["v2_submit"]
     rows = [
+        ("v1 HTTP floor (bare FastAPI, same PNG) p50 (ms)", f"{v1['http_floor_p50_ms']:.2f}", ""),
         ("v1 engine alone p50 (ms)", f"{v1['engine_alone_p50_ms']:.2f}", ""),
         ("v1 round trip p50 (ms)", f"{v1['round_trip_p50_ms']:.2f}", ""),
         ("v1 generation (x-generation-time) p50 (ms)", f"{v1['generation_p50_ms']:.2f}", ""),

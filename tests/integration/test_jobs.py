@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from kinema.jobs import repository as repo
 from kinema.runners.local import LocalRunner
-from kinema.store.tables import credit_ledger
+from kinema.store.tables import credit_ledger, jobs
 from tests.conftest import (
     Ctx,
     app_context,
@@ -157,6 +157,36 @@ async def test_worker_crash_is_retried_then_failed_and_refunded(tmp_path: Path) 
                 ).all()
             )
             assert sorted(r.kind for r in rows) == ["refund", "reserve"]
+    finally:
+        await runner.close()
+
+
+async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(tmp_path: Path) -> None:
+    """A sync job handed straight to a local slot holds its inputs only in its scratch
+    directory; when its worker dies they move to the storage, the retry (from the queue) finds
+    them there, and the waiting client gets its video."""
+    runner = await start_runner(["test-crash-once-video", "test-echo-image"], tmp_path / "m")
+    settings = video_settings(
+        tmp_path, "test-crash-once-video", jobs={"max_attempts": 2, "poll_interval_s": 0.05}
+    )
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=5)
+            body = {**VIDEO_BODY, "prompt": f"crash once {tmp_path.name}"}
+            r = await c.client.post(
+                "/v1/kling-3-standard-image2video", json=body, headers={"x-api-key": key}
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "video/mp4"
+            rows = await c.svc.db.read(lambda conn: conn.execute(select(jobs)).all())
+            assert len(rows) == 1 and rows[0].attempts == 2 and rows[0].status == "COMPLETED"
+            # Settled: the inputs the retry needed leave the storage again (just after the answer).
+            inputs = settings.storage_path / "inputs" / rows[0].id
+            for _ in range(100):
+                if not inputs.exists():
+                    break
+                await asyncio.sleep(0.02)
+            assert not inputs.exists()
     finally:
         await runner.close()
 

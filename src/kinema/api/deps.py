@@ -41,7 +41,8 @@ class Services:
     dispatcher: Dispatcher | None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency on a thread pool (a hop per request).
     svc: Services = request.app.state.services
     return svc
 

@@ -46,7 +46,9 @@ async def _submit(
 )
 async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
     sub, parsed = await _submit(request, svc, slug, sync=True)
-    job = await svc.jobs.wait_final(sub.job.id, svc.settings.server.sync_timeout_s)
+    # Inserted claimed (PROCESSING) only when handed to this process's own dispatcher.
+    known = sub.job if sub.job.status is Status.PROCESSING else None
+    job = await svc.jobs.wait_final(sub.job.id, svc.settings.server.sync_timeout_s, known=known)
     if not job.status.final:
         await svc.jobs.cancel(job, reason="generation timed out (sync wait)")
         raise GenerationTimeout(

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
-from kinema.jobs.dispatcher import Dispatcher
+from kinema.jobs.dispatcher import Dispatcher, Handoff, input_path
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, load_media
@@ -34,6 +35,8 @@ from kinema.storage.base import Storage
 from kinema.voices.service import VoiceService
 
 INLINE_DECODE_BYTES = 64 * 1024
+INLINE_WRITE_BYTES = 256 * 1024
+"""Below these sizes decoding / writing on the event loop costs less than a thread hop."""
 
 # Paths under /v1 that are not models: a POST there is a wrong method, not an unknown model.
 RESERVED = frozenset({"get-user-credits", "requests", "files"})
@@ -121,20 +124,22 @@ class GenerationService:
             earlier = await self._jobs.replay(new)
             if earlier is not None:
                 return Submission(earlier, key, rate, endpoint, None), request
-        inputs = await self._store_inputs(new.id, endpoint.media(request))
-        handoff = self._handoff if sync else None
-        lease = handoff.offer_slot() if handoff else None
+        refs = endpoint.media(request)
+        blobs = await asyncio.gather(*(self._fetch(ref) for ref in refs))
+        handoff = self._handoff.offer_slot() if sync and self._handoff else None
         try:
-            job, balance = await self._jobs.submit(_with_inputs(new, inputs), lease)
+            inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
+            job, balance = await self._jobs.submit(
+                _with_inputs(new, inputs), handoff.lease if handoff else None
+            )
         except BaseException:
-            if handoff and lease:
-                handoff.withdraw()
-            await self._storage.delete_prefix(f"inputs/{new.id}")
+            await self._discard_inputs(new.id, handoff)
             raise
-        if handoff and lease:
-            handoff.take(job) if job.id == new.id else handoff.withdraw()
         if job.id != new.id:  # lost an idempotency race: the earlier job answers
-            await self._storage.delete_prefix(f"inputs/{new.id}")
+            await self._discard_inputs(new.id, handoff)
+        elif handoff is not None:
+            assert self._handoff is not None
+            self._handoff.take(job, handoff)
         return Submission(job, key, rate, endpoint, balance), request
 
     async def admit(
@@ -152,23 +157,31 @@ class GenerationService:
         """An input given as URL, data URI or base64, under the fetch policy (SSRF, size cap)."""
         return await load_media(value, field=field, policy=self._policy, client=self._http)
 
-    async def _store_inputs(self, job_id: str, refs: MediaRefs) -> dict[str, Any]:
-        """Fetch and verify every input image concurrently, then keep them with the job so a
-        retry after a restart needs no second fetch."""
-        blobs = await asyncio.gather(*(self._fetch(ref) for ref in refs))
-        stored: dict[str, Any] = {}
-        try:
-            for n, (ref, data) in enumerate(zip(refs, blobs, strict=True)):
-                key = f"inputs/{job_id}/{n:02d}-{ref.name}"
+    async def _keep_inputs(
+        self, job_id: str, refs: MediaRefs, blobs: list[bytes], handoff: Handoff | None
+    ) -> dict[str, Any]:
+        """Keep the verified inputs with the job, so that a retry after a restart needs no
+        second fetch: in the storage, or, for a job handed straight to a local slot, in its
+        scratch directory (the dispatcher moves them to the storage if it must give it up)."""
+        kept: dict[str, Any] = {}
+        for n, (ref, data) in enumerate(zip(refs, blobs, strict=True)):
+            key = f"inputs/{job_id}/{n:02d}-{ref.name}"
+            if handoff is not None:
+                await _write_file(input_path(handoff.workdir, key), data)
+            else:
                 await self._storage.put_bytes(key, data, "application/octet-stream")
-                if ref.many:
-                    stored.setdefault(ref.name, []).append(key)
-                else:
-                    stored[ref.name] = key
-        except BaseException:
+            if ref.many:
+                kept.setdefault(ref.name, []).append(key)
+            else:
+                kept[ref.name] = key
+        return kept
+
+    async def _discard_inputs(self, job_id: str, handoff: Handoff | None) -> None:
+        if handoff is not None:
+            assert self._handoff is not None
+            self._handoff.withdraw(handoff)
+        else:
             await self._storage.delete_prefix(f"inputs/{job_id}")
-            raise
-        return stored
 
     async def _fetch(self, ref: MediaRef) -> bytes:
         data = await self.fetch(ref.value, field=ref.field)
@@ -209,6 +222,17 @@ def _is_json(content_type: str | None) -> bool:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _write_file(path: Path, data: bytes) -> None:
+    if len(data) <= INLINE_WRITE_BYTES:
+        _write(path, data)  # to the page cache: cheaper than a thread hop
+    else:
+        await asyncio.to_thread(_write, path, data)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
 
 
 def _with_inputs(new: NewJob, inputs: dict[str, Any]) -> NewJob:

@@ -1,12 +1,16 @@
 """SQL for keys and the credit ledger. Every function takes an open connection so that callers
-compose them into one transaction (reserve + insert job)."""
+compose them into one transaction (reserve + insert job).
+
+Statements on the request path are built once with bound parameters and executed with values:
+building a statement with literal values costs SQLAlchemy more (coercion and a cache key over
+every value) than SQLite takes to run it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, bindparam, exists, func, insert, select, update
 
 from kinema.store.tables import api_keys, credit_ledger
 
@@ -54,8 +58,20 @@ def insert_key(conn: Connection, record: KeyRecord, key_hash: str) -> None:
     )
 
 
+_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("hash"))
+_AMOUNT = bindparam("amount", type_=BigInteger)
+_MOVE = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key"))
+    .values(balance_micros=api_keys.c.balance_micros + _AMOUNT)
+    .returning(api_keys.c.balance_micros)
+)
+_MOVE_COVERED = _MOVE.where(api_keys.c.balance_micros + _AMOUNT >= 0)
+_LEDGER = insert(credit_ledger)
+
+
 def by_hash(conn: Connection, key_hash: str) -> KeyRecord | None:
-    row = (conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+    row = conn.execute(_BY_HASH, {"hash": key_hash}).first()
     return _record(row) if row else None
 
 
@@ -101,28 +117,22 @@ def _move(
 ) -> int | None:
     """Add ``amount`` (negative to take) to the balance and append the ledger row.
     With ``require_cover`` the move happens only if the balance stays ≥ 0; returns None if not."""
-    stmt = update(api_keys).where(api_keys.c.id == key_id)
-    if require_cover:
-        stmt = stmt.where(api_keys.c.balance_micros + amount >= 0)
-    result = conn.execute(
-        stmt.values(balance_micros=api_keys.c.balance_micros + amount).returning(
-            api_keys.c.balance_micros
-        )
-    )
-    row = result.first()
+    stmt = _MOVE_COVERED if require_cover else _MOVE
+    row = conn.execute(stmt, {"key": key_id, "amount": amount}).first()
     if row is None:
         return None
     after = int(row[0])
     conn.execute(
-        insert(credit_ledger).values(
-            key_id=key_id,
-            job_id=job_id,
-            kind=kind,
-            amount_micros=amount,
-            balance_after_micros=after,
-            note=note,
-            created_at=now,
-        )
+        _LEDGER,
+        {
+            "key_id": key_id,
+            "job_id": job_id,
+            "kind": kind,
+            "amount_micros": amount,
+            "balance_after_micros": after,
+            "note": note,
+            "created_at": now,
+        },
     )
     return after
 

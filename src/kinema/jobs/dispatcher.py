@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ class Dispatcher:
         self._drained = False
 
     def start(self) -> None:
+        if self._work_root is not None:
+            self._work_root.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
 
     async def stop(self) -> None:
@@ -96,6 +99,7 @@ class Dispatcher:
             await self._fail_abandoned()
         free = self._free_slots()
         if free <= 0:
+            self._drained = False  # unknown: look again as soon as a slot frees
             return 0
         now = time.time()
         claimed = await self._db.write(
@@ -114,34 +118,43 @@ class Dispatcher:
         return len(claimed)
 
     # Direct hand-off: a sync job goes straight to a free local slot, claimed in the same
-    # transaction that inserts it, skipping a claim round trip and a wake-up.
+    # transaction that inserts it, skipping a claim round trip and a wake-up. Its inputs are
+    # written straight into its scratch directory; they reach the storage only if the job has
+    # to leave this process (its worker was lost and it goes back to the queue).
 
-    def offer_slot(self) -> Lease | None:
-        """A lease for a job about to be inserted, when a slot is free and the queue was found
+    def offer_slot(self) -> Handoff | None:
+        """A slot for a job about to be inserted, when one is free and the queue was found
         empty (so nothing older is overtaken); None otherwise. Pair with take() or withdraw()."""
         if self._stopping or not self._drained or self._free_slots() <= 0:
             return None
         self._reserved += 1
-        return Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
+        lease = Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
+        return Handoff(lease, Path(tempfile.mkdtemp(dir=self._work_root)))
 
-    def withdraw(self) -> None:
+    def withdraw(self, handoff: Handoff) -> None:
         self._reserved -= 1
+        shutil.rmtree(handoff.workdir, ignore_errors=True)
 
-    def take(self, job: Job) -> None:
-        """Run a job inserted under a lease from :meth:`offer_slot`."""
+    def take(self, job: Job, handoff: Handoff) -> None:
+        """Run a job inserted under the lease of ``handoff``, its inputs in ``handoff.workdir``."""
         self._reserved -= 1
-        self._launch(job)
+        self._launch(job, handoff.workdir)
 
     def _free_slots(self) -> int:
         return self._runner.capacity - len(self._active) - self._reserved
 
-    def _launch(self, job: Job) -> None:
-        self._active[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+    def _launch(self, job: Job, workdir: Path | None = None) -> None:
+        self._active[job.id] = asyncio.create_task(
+            self._execute(job, workdir), name=f"job-{job.id}"
+        )
         self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, _task: object = None) -> None:
         self._active.pop(job_id, None)
-        self._jobs.notifier.work_available.set()
+        # A freed slot is worth a claim only if the last one left jobs behind; local submits
+        # wake the loop themselves and other replicas' jobs are found by the poll.
+        if not self._drained:
+            self._jobs.notifier.work_available.set()
 
     async def _fail_abandoned(self) -> None:
         now = time.time()
@@ -155,30 +168,33 @@ class Dispatcher:
                 owner=job.lease_owner,
             )
 
-    async def _execute(self, job: Job) -> None:
-        if self._work_root is not None:
-            self._work_root.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=self._work_root))
+    async def _execute(self, job: Job, handed_workdir: Path | None) -> None:
+        """Run and settle ``job``; ``handed_workdir`` holds its inputs when it was handed off."""
+        workdir = handed_workdir or Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=self._work_root))
         progress: list[float] = [0.0]
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
         try:
-            settled = await self._run_and_settle(job, workdir, progress)
+            settled = await self._run_and_settle(job, workdir, progress, handed_workdir is not None)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             shutil.rmtree(workdir, ignore_errors=True)
-        if settled:  # inputs are kept only while a retry may still need them
+        if settled and handed_workdir is None:  # kept only while a retry may still need them
             await self._storage.delete_prefix(f"inputs/{job.id}")
 
-    async def _run_and_settle(self, job: Job, workdir: Path, progress: list[float]) -> bool:
+    async def _run_and_settle(
+        self, job: Job, workdir: Path, progress: list[float], inputs_local: bool
+    ) -> bool:
         """Run the job and settle it; False when it was handed back for a retry instead."""
         try:
             task = RunTask(
                 job_id=job.id,
                 task=self._tasks[job.model],
                 params=job.params,
-                inputs=await self._materialize(job, workdir),
+                inputs=_local_inputs(job, workdir)
+                if inputs_local
+                else await self._materialize(job, workdir),
                 output_dir=workdir,
             )
             result = await self._runner.run(task, lambda value: progress.__setitem__(0, value))
@@ -189,6 +205,8 @@ class Dispatcher:
             await self._jobs.settle_failed(job, f"generation failed: {exc}", owner=self.owner)
         except RunnerLost as exc:
             log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
+            if inputs_local:
+                await self._persist_inputs(job, workdir)
             return await self._release(job)
         except KinemaError as exc:
             await self._jobs.settle_failed(job, exc.message, owner=self.owner)
@@ -198,6 +216,12 @@ class Dispatcher:
                 job, f"internal error: {type(exc).__name__}", owner=self.owner
             )
         return True
+
+    async def _persist_inputs(self, job: Job, workdir: Path) -> None:
+        """Move a handed-off job's inputs from its scratch directory into the storage, where a
+        retry (by any process) finds them."""
+        for key in _input_keys(job):
+            await self._storage.put_file(key, input_path(workdir, key), "application/octet-stream")
 
     async def _release(self, job: Job) -> bool:
         """Hand a job whose worker was lost back to the queue, or fail and refund it when it has
@@ -213,19 +237,9 @@ class Dispatcher:
 
     async def _materialize(self, job: Job, workdir: Path) -> dict[str, Any]:
         """Copy the job's stored inputs next to the worker (its storage may be remote)."""
-        local: dict[str, Any] = {}
-        for name, key in job.inputs.items():
-            if isinstance(key, list):
-                local[name] = [await self._fetch(k, workdir) for k in key]
-            elif key is not None:
-                local[name] = await self._fetch(key, workdir)
-        return local
-
-    async def _fetch(self, key: str, workdir: Path) -> str:
-        dest = workdir / "inputs" / key.replace("/", "_")
-        dest.parent.mkdir(exist_ok=True)
-        await self._storage.get_to_file(key, dest)
-        return str(dest)
+        for key in _input_keys(job):
+            await self._storage.get_to_file(key, input_path(workdir, key))
+        return _local_inputs(job, workdir)
 
     async def _complete(self, job: Job, result: RunResult) -> None:
         # The key derives from the job id: a retried job overwrites, never adds a second output.
@@ -261,3 +275,38 @@ class Dispatcher:
             sent = value
             if cancel:
                 await self._runner.cancel(job.id)
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A free local slot held for a sync job about to be inserted: the lease it is inserted
+    under (already claimed) and the scratch directory its inputs are written to."""
+
+    lease: Lease
+    workdir: Path
+
+
+def input_path(workdir: Path, key: str) -> Path:
+    """Where the input stored under ``key`` lives in a job's scratch directory."""
+    return workdir / key.replace("/", "_")
+
+
+def _input_keys(job: Job) -> list[str]:
+    keys: list[str] = []
+    for value in job.inputs.values():
+        if isinstance(value, list):
+            keys.extend(value)
+        elif value is not None:
+            keys.append(value)
+    return keys
+
+
+def _local_inputs(job: Job, workdir: Path) -> dict[str, Any]:
+    """The job's inputs as the worker's local file paths, keeping their names and shapes."""
+    local: dict[str, Any] = {}
+    for name, value in job.inputs.items():
+        if isinstance(value, list):
+            local[name] = [str(input_path(workdir, key)) for key in value]
+        elif value is not None:
+            local[name] = str(input_path(workdir, value))
+    return local

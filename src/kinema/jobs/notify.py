@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,18 +21,30 @@ class Watch:
     """The final job as announced (saves the waiter a read)."""
 
 
+RECENT = 256
+"""Finished jobs remembered for :meth:`Notifier.recent`."""
+
+
 class Notifier:
     def __init__(self) -> None:
         self._finished: defaultdict[str, list[Watch]] = defaultdict(list)
+        self._recent: OrderedDict[str, Job] = OrderedDict()
         self.work_available = asyncio.Event()
 
     def job_submitted(self) -> None:
         self.work_available.set()
 
     def job_finished(self, job: Job) -> None:
+        self._recent[job.id] = job
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
         for watch in self._finished.get(job.id, ()):
             watch.job = job
             watch.event.set()
+
+    def recent(self, job_id: str) -> Job | None:
+        """The final job if this process announced it lately (a waiter that registers late)."""
+        return self._recent.get(job_id)
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[Watch]:

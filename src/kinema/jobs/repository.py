@@ -1,11 +1,25 @@
 """SQL for jobs, in one place. Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the
-database-wide write lock (BEGIN IMMEDIATE) gives the same exclusivity."""
+database-wide write lock (BEGIN IMMEDIATE) gives the same exclusivity.
+
+Statements that every job runs (insert, get, claim, lease renewal, settle) are built once with
+bound parameters (see billing/repository.py for why)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.store.tables import jobs
@@ -40,6 +54,10 @@ def _job(row: Any) -> Job:
     )
 
 
+_INSERT = insert(jobs)
+_GET = select(jobs).where(jobs.c.id == bindparam("job"))
+
+
 def insert_job(
     conn: Connection, new: NewJob, *, now: float, expires_at: float, lease: Lease | None = None
 ) -> None:
@@ -55,29 +73,33 @@ def insert_job(
             "progress": 0.0,
         }
     conn.execute(
-        insert(jobs)
-        .values(
-            id=new.id,
-            key_id=new.key_id,
-            model=new.model,
-            status=Status.QUEUED.value,
-            params=new.params,
-            inputs=new.inputs,
-            price_micros=new.price_micros,
-            sync=new.sync,
-            idempotency_key=new.idempotency_key,
-            request_hash=new.request_hash,
-            attempts=0,
-            cancel_requested=False,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        .values(**claimed)
+        _INSERT,
+        {
+            "id": new.id,
+            "key_id": new.key_id,
+            "model": new.model,
+            "status": Status.QUEUED.value,
+            "params": new.params,
+            "inputs": new.inputs,
+            "price_micros": new.price_micros,
+            "sync": new.sync,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+            "attempts": 0,
+            "cancel_requested": False,
+            "created_at": now,
+            "expires_at": expires_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "started_at": None,
+            "progress": None,
+            **claimed,
+        },
     )
 
 
 def get(conn: Connection, job_id: str) -> Job | None:
-    row = (conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+    row = conn.execute(_GET, {"job": job_id}).first()
     return _job(row) if row else None
 
 
@@ -88,11 +110,40 @@ def by_idempotency_key(conn: Connection, key_id: str, idem: str) -> Job | None:
     return _job(row) if row else None
 
 
-def _claimable(now: float) -> Any:
-    return or_(
-        jobs.c.status == Status.QUEUED.value,
-        and_(jobs.c.status == Status.PROCESSING.value, jobs.c.lease_expires_at < now),
+_NOW: BindParameter[float] = bindparam("b_now")
+_CANDIDATES = (
+    select(jobs.c.id)
+    .where(
+        or_(
+            jobs.c.status == Status.QUEUED.value,
+            and_(jobs.c.status == Status.PROCESSING.value, jobs.c.lease_expires_at < _NOW),
+        ),
+        jobs.c.attempts < bindparam("b_max_attempts"),
+        jobs.c.cancel_requested.is_(False),
     )
+    .order_by(jobs.c.created_at)
+    .limit(bindparam("b_limit"))
+)
+
+
+def _claim_statement(candidates: Any) -> Any:
+    return (
+        update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=bindparam("b_owner"),
+            lease_expires_at=bindparam("b_until"),
+            attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, _NOW),
+            progress=0.0,
+        )
+        .returning(*jobs.c)
+    )
+
+
+_CLAIM = _claim_statement(_CANDIDATES)
+_CLAIM_SKIP_LOCKED = _claim_statement(_CANDIDATES.with_for_update(skip_locked=True))
 
 
 def claim(
@@ -100,27 +151,15 @@ def claim(
 ) -> list[Job]:
     """Take up to ``limit`` runnable jobs (queued, or processing with an expired lease and
     attempts left), oldest first, leasing them to ``owner``: one UPDATE … RETURNING."""
-    candidates = (
-        select(jobs.c.id)
-        .where(_claimable(now), jobs.c.attempts < max_attempts, jobs.c.cancel_requested.is_(False))
-        .order_by(jobs.c.created_at)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    rows = conn.execute(
-        update(jobs)
-        .where(jobs.c.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=Status.PROCESSING.value,
-            lease_owner=owner,
-            lease_expires_at=now + lease_s,
-            attempts=jobs.c.attempts + 1,
-            started_at=func.coalesce(jobs.c.started_at, now),
-            progress=0.0,
-        )
-        .returning(*jobs.c)
-    )
+    stmt = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    params = {
+        "b_now": now,
+        "b_max_attempts": max_attempts,
+        "b_limit": limit,
+        "b_owner": owner,
+        "b_until": now + lease_s,
+    }
+    rows = conn.execute(stmt, params)
     return sorted((_job(r) for r in rows), key=lambda job: job.created_at)
 
 
@@ -136,25 +175,37 @@ def abandoned(conn: Connection, *, now: float, max_attempts: int) -> list[Job]:
     return [_job(r) for r in rows]
 
 
+_RENEW = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_job"),
+        jobs.c.lease_owner == bindparam("b_owner"),
+        jobs.c.status == Status.PROCESSING.value,
+    )
+    .returning(jobs.c.cancel_requested)
+)
+
+
 def renew_lease(
     conn: Connection, job_id: str, owner: str, *, until: float, progress: float | None
 ) -> bool | None:
     """Extend the lease; returns the job's cancel flag, or None if the lease was lost."""
-    values: dict[str, Any] = {"lease_expires_at": until}
+    params: dict[str, Any] = {"b_job": job_id, "b_owner": owner, "lease_expires_at": until}
     if progress is not None:
-        values["progress"] = progress
-    result = conn.execute(
-        update(jobs)
-        .where(
-            jobs.c.id == job_id,
-            jobs.c.lease_owner == owner,
-            jobs.c.status == Status.PROCESSING.value,
-        )
-        .values(**values)
-        .returning(jobs.c.cancel_requested)
-    )
-    row = result.first()
+        params["progress"] = progress
+    row = conn.execute(_RENEW, params).first()
     return None if row is None else bool(row[0])
+
+
+_FINISH = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_job"),
+        jobs.c.status.in_(bindparam("b_expected", expanding=True)),
+    )
+    .returning(*jobs.c)
+)
+_FINISH_OWNED = _FINISH.where(jobs.c.lease_owner == bindparam("b_owner"))
 
 
 def finish(
@@ -169,17 +220,18 @@ def finish(
 ) -> Job | None:
     """Move a job to a final status, only from ``expected`` and (if given) under ``owner``'s lease.
     Returns the settled job, or None when someone else got there first (callers never settle
-    twice)."""
-    conditions = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected])]
+    twice). ``values`` are further columns to set."""
+    params = {
+        "b_job": job_id,
+        "b_expected": [s.value for s in expected],
+        "status": status.value,
+        "finished_at": now,
+        "lease_expires_at": None,
+        **values,
+    }
     if owner is not None:
-        conditions.append(jobs.c.lease_owner == owner)
-    result = conn.execute(
-        update(jobs)
-        .where(*conditions)
-        .values(status=status.value, finished_at=now, lease_expires_at=None, **values)
-        .returning(*jobs.c)
-    )
-    row = result.first()
+        params["b_owner"] = owner
+    row = conn.execute(_FINISH if owner is None else _FINISH_OWNED, params).first()
     return _job(row) if row else None
 
 

@@ -36,12 +36,15 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], ProgressCallback]] = {}
+        self._closed_stream = False
+        """The worker's stdout ended: it is gone even if it has not been reaped yet."""
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._proc is not None and self._proc.returncode is None and not self._closed_stream
 
     async def start(self) -> None:
+        self._closed_stream = False
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -79,6 +82,7 @@ class WorkerProcess:
             while (event := await self._read_event(stream)) is not None:
                 self._dispatch(event)
         finally:
+            self._closed_stream = True
             lost = RunnerLost("the worker process exited while running the job")
             for future, _ in self._pending.values():
                 if not future.done():
@@ -109,7 +113,16 @@ class WorkerProcess:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[task.job_id] = (future, on_progress)
         try:
-            await self._send({"op": "run", **asdict(task), "output_dir": str(task.output_dir)})
+            await self._send(
+                {
+                    "op": "run",
+                    "job_id": task.job_id,
+                    "task": task.task,
+                    "params": task.params,
+                    "inputs": task.inputs,
+                    "output_dir": str(task.output_dir),
+                }
+            )
             event = await future
         except asyncio.CancelledError:
             # The caller gave the job up (shutdown): stop the worker's work on it too.

@@ -5,6 +5,10 @@ to stdin; the worker answers on its original stdout with ``ready``, ``progress``
 ``failed``, ``cancelled`` or ``fatal`` events. Stray prints from libraries go to stderr, because
 stdout is the protocol. Torch and diffusers are imported here, never in the API process.
 
+One thread: jobs run on the main thread, which blocks on stdin while idle and, while a job runs,
+polls stdin for a cancel at every progress report (engines report after each denoising step,
+and a cancel only ever takes effect there). No thread hand-off sits on a job's path.
+
 Run as ``python -m kinema.runners.worker '<config json>'``.
 """
 
@@ -12,10 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
+import select
 import sys
-import threading
 import traceback
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,17 +30,14 @@ from kinema.runners.execute import ExecutionError, execute
 
 
 class Channel:
-    """The protocol stream, shared by the job thread and the reader thread."""
+    """The protocol stream to the parent (the worker's original stdout)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
 
     def send(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields})
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+        self._stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self._stream.flush()
 
 
 def load_engines(config: dict[str, Any]) -> dict[Task, Engine]:
@@ -56,14 +57,50 @@ def load_engines(config: dict[str, Any]) -> dict[Task, Engine]:
     return engines
 
 
+class Inbox:
+    """The parent's messages, read straight from the stdin file descriptor (no buffered text
+    layer, so a poll never blocks on a partial line)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+        self.closed = False
+        self._ready: deque[dict[str, Any]] = deque()
+
+    def wait(self) -> dict[str, Any] | None:
+        """The next message, blocking; None once the parent has closed stdin."""
+        while not self._ready and not self.closed:
+            self._read()
+        return self._ready.popleft() if self._ready else None
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The messages that have arrived, without blocking."""
+        while not self.closed and select.select([self._fd], [], [], 0)[0]:
+            self._read()
+        found = list(self._ready)
+        self._ready.clear()
+        return found
+
+    def push_back(self, messages: list[dict[str, Any]]) -> None:
+        self._ready.extendleft(reversed(messages))
+
+    def _read(self) -> None:
+        chunk = os.read(self._fd, 1 << 16)
+        if not chunk:
+            self.closed = True
+            return
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        self._ready.extend(json.loads(line) for line in lines if line.strip())
+
+
 def _run_one(
-    channel: Channel, engines: dict[Task, Engine], message: dict[str, Any], cancel: threading.Event
+    channel: Channel, engines: dict[Task, Engine], message: dict[str, Any], inbox: Inbox
 ) -> None:
     job_id = message["job_id"]
     last = [-1.0]
 
     def progress(value: float) -> None:
-        if cancel.is_set():
+        if _cancel_arrived(inbox, job_id):
             raise EngineCancelled(job_id)
         if value - last[0] >= 0.01 or value >= 1.0:
             last[0] = value
@@ -89,18 +126,18 @@ def _run_one(
         channel.send("done", job_id=job_id, **result)
 
 
-def _job_loop(
-    channel: Channel,
-    engines: dict[Task, Engine],
-    jobs: queue.Queue[Any],
-    cancels: dict[str, threading.Event],
-) -> None:
-    while (message := jobs.get()) is not None:
-        event = cancels.setdefault(message["job_id"], threading.Event())
-        try:
-            _run_one(channel, engines, message, event)
-        finally:
-            cancels.pop(message["job_id"], None)
+def _cancel_arrived(inbox: Inbox, job_id: str) -> bool:
+    """Whether the parent cancelled ``job_id`` (or went away) since the last look; other
+    messages are kept for after the job."""
+    later: list[dict[str, Any]] = []
+    cancelled = False
+    for message in inbox.poll():
+        if message["op"] == "cancel":
+            cancelled = cancelled or message["job_id"] == job_id
+        else:
+            later.append(message)
+    inbox.push_back(later)
+    return cancelled or inbox.closed
 
 
 def main(argv: list[str]) -> int:
@@ -115,19 +152,11 @@ def main(argv: list[str]) -> int:
         channel.send("fatal", error=f"could not load engines: {type(exc).__name__}: {exc}")
         return 1
     channel.send("ready", presets=config["presets"], pid=os.getpid())
-    jobs: queue.Queue[Any] = queue.Queue()
-    cancels: dict[str, threading.Event] = {}
-    thread = threading.Thread(target=_job_loop, args=(channel, engines, jobs, cancels), daemon=True)
-    thread.start()
-    for line in sys.stdin:
-        message = json.loads(line)
+    inbox = Inbox(sys.stdin.fileno())
+    while (message := inbox.wait()) is not None:
         if message["op"] == "run":
-            cancels.setdefault(message["job_id"], threading.Event())
-            jobs.put(message)
-        elif message["op"] == "cancel" and message["job_id"] in cancels:
-            cancels[message["job_id"]].set()
-    jobs.put(None)  # stdin closed: the parent is gone or shutting down
-    thread.join(timeout=5)
+            _run_one(channel, engines, message, inbox)
+        # A cancel for a job that is not running has nothing left to stop.
     return 0
 
 
