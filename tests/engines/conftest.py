@@ -37,6 +37,15 @@ def ltx2_engine(load_options: LoadOptions) -> LTX2Engine:
 
 
 @pytest.fixture(scope="session")
+def ltx2_two_stage_engine(load_options: LoadOptions) -> LTX2Engine:
+    from kinema.engines.ltx2 import LTX2Engine
+
+    engine = load_engine("tiny-ltx2-two-stage", load_options)
+    assert isinstance(engine, LTX2Engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
 def flux2_engine(load_options: LoadOptions) -> Flux2KleinEngine:
     from kinema.engines.flux2 import Flux2KleinEngine
 

@@ -43,10 +43,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r} (known: auto, {', '.join(_DTYPES)})") from None
 
 
-def load_pipeline(pipeline_class: type[P], source: str | Path, options: LoadOptions) -> P:
-    """Load ``pipeline_class`` from a hub id or local directory and place it per ``options``."""
+def load_pipeline(
+    pipeline_class: type[P], source: str | Path, options: LoadOptions, **components: Any
+) -> P:
+    """Load ``pipeline_class`` from a hub id or local directory and place it per ``options``.
+
+    ``components`` replace the named components instead of loading them (``None`` skips one).
+    """
     device = resolve_device(options.device)
-    pipe = pipeline_class.from_pretrained(str(source), dtype=resolve_dtype(options.dtype, device))
+    dtype = resolve_dtype(options.dtype, device)
+    pipe = pipeline_class.from_pretrained(str(source), dtype=dtype, **components)
     # Model offload moves each component to the accelerator only while it runs; on a CPU-only
     # machine everything already lives in host memory, so there is nothing to offload.
     if options.cpu_offload and device.type != "cpu":

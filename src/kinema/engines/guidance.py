@@ -27,5 +27,9 @@ class GuidanceMap:
 GUIDANCE: dict[str, GuidanceMap] = {
     # LTX-2's pipeline default (3.0) is the recommended scale of the full (non-distilled) model.
     "ltx2": GuidanceMap(off=1.0, recommended=3.0, maximum=7.0),
+    # Qwen-Image-Edit's true CFG (true_cfg_scale): the model card runs 4.0 with negative prompt
+    # " ". The maximum, twice that, is a cautious choice (the pipeline rescales the guided
+    # prediction to the conditional one's norm), not yet tuned on real weights.
+    "qwen-image-edit": GuidanceMap(off=1.0, recommended=4.0, maximum=8.0),
 }
 """The mapping table, by model family (docs/engines.md shows it)."""

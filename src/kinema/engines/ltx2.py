@@ -3,6 +3,11 @@
 The start image conditions frame 0; an end image is a keyframe at the last frame the contract
 keeps. Distilled settings throughout: every extra guidance knob is off so that each denoising step
 is exactly one transformer pass (see :data:`DISTILLED_GUIDANCE`).
+
+Two-stage presets (LTX-2.5 to 1080p; :mod:`kinema.engines.ltx2_two_stage`) render at half the
+working size and keep the latents, double them with ``LTX2LatentUpsamplePipeline``, then refine
+video and audio latents at the working size with a few steps from a reduced noise level before
+decoding. Both stages carry the same start and end image conditions and share one progress bar.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -27,9 +32,22 @@ from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import grid_frame_count, working_size
 from kinema.engines.guidance import GUIDANCE, GuidanceMap
-from kinema.engines.presets import LTX25_DISTILLED, LTX25_QUALITY, TINY_LTX2, TINY_LTX2_QUALITY
+from kinema.engines.ltx2_two_stage import (
+    Refiner,
+    TwoStage,
+    load_refiner,
+    stage_callback,
+    unshifted,
+)
+from kinema.engines.presets import (
+    LTX25_DISTILLED,
+    LTX25_QUALITY,
+    TINY_LTX2,
+    TINY_LTX2_QUALITY,
+    TINY_LTX2_TWO_STAGE,
+)
 from kinema.engines.registry import LoadOptions
-from kinema.engines.tiny import build_tiny_ltx2
+from kinema.engines.tiny import build_tiny_ltx2, build_tiny_ltx2_two_stage
 from kinema.engines.weights import resolve
 from kinema.media.images import fit_image
 
@@ -62,9 +80,13 @@ class LTX2Settings:
     guidance: GuidanceMap | None = None
     """``None``: distilled weights (one pass per step, ``cfg_scale`` and ``negative_prompt``
     ignored). Otherwise ``cfg_scale`` maps to classifier-free guidance through this map."""
+    two_stage: TwoStage | None = None
+    """``None``: one pass at the working size. Otherwise half size, upsample ×2, refine; the
+    preset's ``size_multiple`` must then be twice the VAE's spatial compression (64)."""
 
 
 TINY_SETTINGS = LTX2Settings(steps=2, max_sequence_length=16, image_crf=0)
+TINY_TWO_STAGE_SETTINGS = dataclasses.replace(TINY_SETTINGS, two_stage=TwoStage())
 
 
 class PixelKeyframeLTX2Pipeline(LTX2ConditionPipeline):
@@ -87,6 +109,27 @@ class PixelKeyframeLTX2Pipeline(LTX2ConditionPipeline):
             yield
         finally:
             self.keyframe_pixel_frame = None
+
+    @contextmanager
+    def sigmas_as_given(self) -> Iterator[None]:
+        """Run calls inside the context on the ``sigmas`` they pass, without shifting them.
+
+        The pipeline feeds its sigmas through the scheduler, which shifts them when its config
+        enables dynamic (resolution-dependent) shifting, a static shift or a terminal stretch. The
+        refinement schedule is a set of noise levels the distilled model was trained on, so it
+        must arrive unchanged; diffusers' own two-stage example swaps the scheduler the same way.
+        """
+        pipe = cast(Any, self)  # diffusers registers components dynamically (untyped)
+        video, audio = pipe.scheduler, getattr(pipe, "audio_scheduler", None)
+        pipe.scheduler = unshifted(video)
+        if audio is not None:
+            pipe.audio_scheduler = unshifted(audio)
+        try:
+            yield
+        finally:
+            pipe.scheduler = video
+            if audio is not None:
+                pipe.audio_scheduler = audio
 
     def _prepare_keyframe_coords(
         self,
@@ -120,11 +163,19 @@ class LTX2Engine:
         capabilities: Capabilities,
         settings: LTX2Settings,
         steps: int,
+        refiner: Refiner | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.capabilities = capabilities
         self.settings = settings
         self.steps = steps
+        """First-stage (or only) denoising steps."""
+        self.refiner = refiner
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps of one generation, both stages: each is one transformer pass."""
+        return self.steps + (0 if self.refiner is None else len(self.refiner.sigmas))
 
     def generate(self, job: VideoJob, progress: ProgressFn) -> VideoOutput:
         """Render ``job`` at the working size and the grid frame count covering ``job.num_frames``.
@@ -139,31 +190,31 @@ class LTX2Engine:
         num_frames = grid_frame_count(job.num_frames, self.capabilities)
         end_frame = None if job.end_image is None else job.num_frames - 1
         generator, seed = seeded_generator(job.seed)
+        shared: dict[str, Any] = {
+            "prompt": job.prompt,
+            "num_frames": num_frames,
+            "frame_rate": float(job.fps),
+            "generator": generator,
+            "max_sequence_length": self.settings.max_sequence_length,
+            "return_dict": False,
+        }
         transformer = cast(torch.nn.Module, self.pipeline.transformer)
         with count_calls(transformer) as passes, self.pipeline.keyframe_at(end_frame):
-            video, audio = self.pipeline(
-                conditions=self._conditions(job, width, height),
-                prompt=job.prompt,
-                width=width,
-                height=height,
-                num_frames=num_frames,
-                frame_rate=float(job.fps),
-                num_inference_steps=self.steps,
-                generator=generator,
-                max_sequence_length=self.settings.max_sequence_length,
-                output_type="np",
-                return_dict=False,
-                callback_on_step_end=step_callback(progress, self.steps),
-                **self._guidance(job),
-            )
+            if self.refiner is None:
+                video, audio = self._one_stage(job, shared, (width, height), progress)
+            else:
+                video, audio = self._two_stages(job, shared, (width, height), progress)
         info: dict[str, object] = {
-            "steps": self.steps,
+            "steps": self.total_steps,
             "guidance_scale": self._guidance(job)["guidance_scale"],
             "transformer_passes": passes.calls,
             "seed": seed,
             "rendered_frames": num_frames,
             "working_size": [width, height],
         }
+        if self.refiner is not None:
+            info["stage_steps"] = [self.steps, len(self.refiner.sigmas)]
+            info["first_stage_size"] = [width // 2, height // 2]
         if end_frame is not None:
             info["end_image_frame"] = end_frame
         return VideoOutput(
@@ -173,6 +224,71 @@ class LTX2Engine:
             sample_rate=self.sample_rate if job.generate_audio else 0,
             info=info,
         )
+
+    def _one_stage(
+        self, job: VideoJob, shared: dict[str, Any], size: tuple[int, int], progress: ProgressFn
+    ) -> tuple[Any, Any]:
+        return self._call(
+            **shared,
+            **self._frame(job, size),
+            num_inference_steps=self.steps,
+            output_type="np",
+            callback_on_step_end=step_callback(progress, self.steps),
+            **self._guidance(job),
+        )
+
+    def _two_stages(
+        self, job: VideoJob, shared: dict[str, Any], size: tuple[int, int], progress: ProgressFn
+    ) -> tuple[Any, Any]:
+        """Half size to latents, upsample the video latents ×2, refine both at ``size``.
+
+        Stage 1 returns denormalized video latents and unpacked audio latents; stage 2 takes them
+        as ``latents`` / ``audio_latents``, re-noises them to the first refinement sigma and
+        denoises on the refinement sigmas with every guidance off (one pass per step, as in the
+        reference two-stage pipelines), then decodes video and audio.
+        """
+        refiner = cast(Refiner, self.refiner)
+        half = (size[0] // 2, size[1] // 2)
+        video_latents, audio_latents = self._call(
+            **shared,
+            **self._frame(job, half),
+            num_inference_steps=self.steps,
+            output_type="latent",
+            callback_on_step_end=stage_callback(progress, 0, self.total_steps),
+            **self._guidance(job),
+        )
+        upsampled = refiner.upsample(
+            latents=video_latents,
+            width=half[0],
+            height=half[1],
+            num_frames=shared["num_frames"],
+            output_type="latent",
+            return_dict=False,
+        )[0]
+        with self.pipeline.sigmas_as_given():
+            return self._call(
+                **shared,
+                **self._frame(job, size),
+                # The upsampler runs in its own dtype; the denoising loop runs in float32.
+                latents=upsampled.float(),
+                audio_latents=audio_latents,
+                num_inference_steps=len(refiner.sigmas),
+                sigmas=list(refiner.sigmas),
+                noise_scale=refiner.sigmas[0],
+                output_type="np",
+                callback_on_step_end=stage_callback(progress, self.steps, self.total_steps),
+                **DISTILLED_GUIDANCE,
+            )
+
+    def _call(self, **kwargs: Any) -> tuple[Any, Any]:
+        video, audio = self.pipeline(**kwargs)
+        return video, audio
+
+    def _frame(self, job: VideoJob, size: tuple[int, int]) -> dict[str, Any]:
+        """Size and image conditions for one stage: the conditions are re-encoded at its size."""
+        width, height = size
+        conditions = self._conditions(job, width, height)
+        return {"width": width, "height": height, "conditions": conditions}
 
     def _guidance(self, job: VideoJob) -> dict[str, object]:
         """Distilled: every guidance off. Otherwise CFG at the mapped scale for video and audio
@@ -213,7 +329,10 @@ def load(
     """Load LTX-2 weights from a hub id or local directory into an engine (any LTX-2 preset)."""
     pipeline = load_pipeline(PixelKeyframeLTX2Pipeline, source, options)
     steps = options.num_inference_steps or settings.steps
-    return LTX2Engine(pipeline, capabilities, settings, steps)
+    refiner = None
+    if settings.two_stage is not None:
+        refiner = load_refiner(source, options, pipeline, settings.two_stage, capabilities)
+    return LTX2Engine(pipeline, capabilities, settings, steps, refiner)
 
 
 def load_tiny(options: LoadOptions) -> LTX2Engine:
@@ -230,13 +349,21 @@ def load_tiny_quality(options: LoadOptions) -> LTX2Engine:
     return load(source, options, TINY_LTX2_QUALITY.capabilities, settings)
 
 
+def load_tiny_two_stage(options: LoadOptions) -> LTX2Engine:
+    """Loader of ``tiny-ltx2-two-stage``: the tiny weights plus a tiny latent upsampler, run in
+    two stages the way the LTX-2.5 presets are."""
+    directory = options.models_dir / TINY_LTX2_TWO_STAGE.name
+    source = options.source or build_tiny_ltx2_two_stage(directory)
+    return load(source, options, TINY_LTX2_TWO_STAGE.capabilities, TINY_TWO_STAGE_SETTINGS)
+
+
 LTX25_HUB_ID = "Lightricks/LTX-2.5-Diffusers"
-DISTILLED_SETTINGS = LTX2Settings(steps=8)
-QUALITY_SETTINGS = LTX2Settings(steps=40, guidance=GUIDANCE["ltx2"])
+DISTILLED_SETTINGS = LTX2Settings(steps=8, two_stage=TwoStage())
+QUALITY_SETTINGS = LTX2Settings(steps=40, guidance=GUIDANCE["ltx2"], two_stage=TwoStage())
 
 
 def load_distilled(options: LoadOptions) -> LTX2Engine:
-    """Loader of ``ltx2.5-distilled`` (single stage at the working size for now)."""
+    """Loader of ``ltx2.5-distilled``: two stages to the working size (1088 px, cropped later)."""
     source = resolve(LTX25_DISTILLED.name, LTX25_HUB_ID, options)
     return load(source, options, LTX25_DISTILLED.capabilities, DISTILLED_SETTINGS)
 

@@ -69,6 +69,15 @@ def reference_prompt(prompt: str, reference_counts: list[int]) -> str:
     return _ELEMENT.sub(image_of, prompt)
 
 
+_IMAGE_REFERENCE = re.compile(r"\bthe subject of image (\d+)\b")
+
+
+def picture_prompt(prompt: str) -> str:
+    """Name the images of :func:`reference_prompt` the way Qwen-Image-Edit-Plus introduces them
+    to its text encoder ("Picture 1: …, Picture 2: …"): "the subject of Picture K"."""
+    return _IMAGE_REFERENCE.sub(r"the subject of Picture \1", prompt)
+
+
 def video_prompt(prompt: str) -> str:
     """A video model has not seen the element images (they are composed into the first frame),
     so ``@ElementN`` becomes plain words it can read."""

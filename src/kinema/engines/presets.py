@@ -4,9 +4,10 @@ Importing this module imports neither torch nor diffusers: a preset is data plus
 ``"module:function"`` loader that only the worker resolves. The preset objects are module
 constants so that each loader reads its capabilities from here instead of restating them.
 
-- ``tiny-*``: the real LTX-2 / FLUX.2 klein architectures at toy size with random weights, built
-  locally on first load (:mod:`kinema.engines.tiny`); the output is noise, but every shape, frame
-  count, audio track and code path is the real one. For tests and smoke runs.
+- ``tiny-*``: the real LTX-2 / FLUX.2 klein / Qwen-Image-Edit architectures at toy size with
+  random weights, built locally on first load (:mod:`kinema.engines.tiny`); the output is noise,
+  but every shape, frame count, audio track and code path is the real one. For tests and smoke
+  runs.
 - ``static-*``: no model at all (numpy/Pillow): the input image, fitted, as a still video with a
   quiet tone, or as the output image. For fast tests and benchmarks of everything around engines.
 """
@@ -69,6 +70,23 @@ TINY_LTX2_QUALITY = register(
     )
 )
 
+TINY_LTX2_TWO_STAGE = register(
+    Preset(
+        name="tiny-ltx2-two-stage",
+        # Two-stage renders half size first, upsamples ×2 in latent space, then refines: the final
+        # size is on a 64 grid (twice the VAE's 32). A 128 cap keeps the aspect visible.
+        capabilities=dataclasses.replace(LTX2_VIDEO, size_multiple=64, max_working_side=128),
+        loader="kinema.engines.ltx2:load_tiny_two_stage",
+        description=(
+            "The tiny LTX-2 in two stages, as ltx2.5-distilled runs: a half-resolution pass, the "
+            "LTX2LatentUpsamplePipeline ×2 and a short refinement pass; one pass per step."
+        ),
+        license="Apache-2.0 (diffusers code; the weights are random)",
+        weights=_LOCAL,
+        tags=_TEST_TAGS | {"tiny"},
+    )
+)
+
 TINY_FLUX2_KLEIN = register(
     Preset(
         name="tiny-flux2-klein",
@@ -82,6 +100,32 @@ TINY_FLUX2_KLEIN = register(
         description=(
             "FLUX.2 klein image-to-image (Flux2KleinPipeline) at toy size: the source image plus "
             "element images as references."
+        ),
+        license="Apache-2.0 (diffusers code; the weights are random)",
+        weights=_LOCAL,
+        tags=_TEST_TAGS | {"tiny"},
+    )
+)
+
+QWEN_IMAGE_EDIT_CAPABILITIES = Capabilities(
+    task=Task.IMAGE_TO_IMAGE,
+    size_multiple=16,  # the VAE's 8× times the pipeline's 2×2 latent packing
+    # The model cards give 1 to 3 input images as the range the model does well in.
+    max_references=3,
+    # Qwen-Image's largest recommended size (1664×928); 2K outputs are upscaled by the worker.
+    max_working_side=1664,
+)
+"""Qwen-Image-Edit-Plus with the real image-to-image contract: no cfg_scale or negative_prompt
+reaches it, so the preset's own guidance setting applies."""
+
+TINY_QWEN_IMAGE_EDIT = register(
+    Preset(
+        name="tiny-qwen-image-edit",
+        capabilities=dataclasses.replace(QWEN_IMAGE_EDIT_CAPABILITIES, max_working_side=64),
+        loader="kinema.engines.qwen:load_tiny",
+        description=(
+            "Qwen-Image-Edit-2511 image-to-image (QwenImageEditPlusPipeline) at toy size: the "
+            "source plus element images as Picture 1..3, true CFG (two transformer passes a step)."
         ),
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
@@ -131,16 +175,18 @@ STATIC_IMAGE = register(
 
 
 # Production presets: real weights from a local directory or the Hugging Face cache (see
-# kinema.engines.weights). Not yet: LTX-2.5's two-stage 1080p (half-resolution pass, latent
-# upsampler, refinement) — today one stage at the working size; measured on GPU in the engines
-# issue.
+# kinema.engines.weights). The LTX-2.5 presets run two stages (half-resolution pass, latent
+# upsampler ×2, short refinement), hence the 64-pixel grid: 1920×1080 renders at 1920×1088.
 
 LTX25_DISTILLED = register(
     Preset(
         name="ltx2.5-distilled",
-        capabilities=LTX2_VIDEO,
+        capabilities=dataclasses.replace(LTX2_VIDEO, size_multiple=64),
         loader="kinema.engines.ltx2:load_distilled",
-        description="LTX-2.5 distilled image-to-video with native audio; one pass per step.",
+        description=(
+            "LTX-2.5 distilled image-to-video with native audio, two stages to 1080p (half size, "
+            "latent upsampler ×2, 3 refinement steps); one pass per step."
+        ),
         license="LTX-2 Community License (check the model card for your use)",
         weights="Lightricks/LTX-2.5-Diffusers",
     )
@@ -172,5 +218,19 @@ FLUX2_KLEIN_4B = register(
         description="FLUX.2 [klein] 4B image editing with reference images; 4 steps.",
         license="Apache-2.0",
         weights="black-forest-labs/FLUX.2-klein-4B",
+    )
+)
+
+QWEN_IMAGE_EDIT = register(
+    Preset(
+        name="qwen-image-edit",
+        capabilities=QWEN_IMAGE_EDIT_CAPABILITIES,
+        loader="kinema.engines.qwen:load_edit_2511",
+        description=(
+            "Qwen-Image-Edit-2511: image editing with up to 2 reference images; 40 steps with "
+            "true CFG (4.0, two transformer passes a step). The quality tier of image-to-image."
+        ),
+        license="Apache-2.0",
+        weights="Qwen/Qwen-Image-Edit-2511",
     )
 )

@@ -1,4 +1,5 @@
-"""Tiny random-weight pipelines of the real LTX-2 and FLUX.2 klein architectures.
+"""Tiny random-weight pipelines of the real LTX-2 and FLUX.2 klein architectures (Qwen-Image-Edit:
+:mod:`kinema.engines.tiny_qwen`).
 
 No model hub is reachable from test machines, so the tiny presets build their weights locally: every
 component is the real diffusers/transformers class at a toy size (see ``notes/tiny-models.md``),
@@ -30,6 +31,7 @@ from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DMo
 from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
 from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
+from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2ConditionPipeline
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
@@ -44,32 +46,44 @@ from transformers.models.qwen3.configuration_qwen3 import Qwen3Config
 from transformers.models.qwen3.modeling_qwen3 import Qwen3ForCausalLM
 from transformers.models.siglip.configuration_siglip import SiglipVisionConfig
 
+from kinema.engines.tokenizers import QWEN_CHAT_TEMPLATE, byte_level_qwen_tokenizer
+
 MARKER = ".kinema-tiny-complete"
 """Written last inside a finished build; its presence means the directory is complete."""
 
-# Qwen3's chat template, reduced to what Flux2KleinPipeline uses: user turns, the generation
-# prompt, thinking switched off.
-_QWEN_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}"
-    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
-)
+LATENT_UPSAMPLER = "latent_upsampler"
+"""Subfolder of the spatial latent upsampler, outside ``model_index.json`` as in LTX-2.5's
+Diffusers repository (the pipeline class has no slot for it)."""
 
 
 def build_tiny_ltx2(directory: Path, seed: int = 0) -> Path:
     """Build a tiny ``LTX2ConditionPipeline`` into ``directory`` unless it is already there."""
-    return _build_once(directory, lambda: _tiny_ltx2_pipeline(seed))
+    return build_once(directory, _saving(lambda: _tiny_ltx2_pipeline(seed)))
+
+
+def build_tiny_ltx2_two_stage(directory: Path, seed: int = 0) -> Path:
+    """Build the tiny LTX-2 pipeline plus a tiny ×2 spatial latent upsampler in
+    ``latent_upsampler/``, the layout the two-stage loader reads from real weights."""
+
+    def write(staging: Path) -> None:
+        _tiny_ltx2_pipeline(seed).save_pretrained(staging)
+        with seeded(seed):
+            upsampler = _tiny_latent_upsampler()
+        upsampler.save_pretrained(staging / LATENT_UPSAMPLER)
+
+    return build_once(directory, write)
 
 
 def build_tiny_flux2_klein(directory: Path, seed: int = 0) -> Path:
     """Build a tiny ``Flux2KleinPipeline`` into ``directory`` unless it is already there."""
-    return _build_once(directory, lambda: _tiny_flux2_klein_pipeline(seed))
+    return build_once(directory, _saving(lambda: _tiny_flux2_klein_pipeline(seed)))
 
 
-def _build_once(directory: Path, assemble: Callable[[], DiffusionPipeline]) -> Path:
+def _saving(assemble: Callable[[], DiffusionPipeline]) -> Callable[[Path], None]:
+    return lambda staging: assemble().save_pretrained(staging)
+
+
+def build_once(directory: Path, write: Callable[[Path], None]) -> Path:
     if (directory / MARKER).exists():
         return directory
     if directory.exists() and any(directory.iterdir()):
@@ -78,7 +92,7 @@ def _build_once(directory: Path, assemble: Callable[[], DiffusionPipeline]) -> P
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the weights are not secret
     try:
-        assemble().save_pretrained(staging)
+        write(staging)
         (staging / MARKER).write_text("random weights built locally by kinema.engines.tiny\n")
         try:
             os.replace(staging, directory)
@@ -92,7 +106,7 @@ def _build_once(directory: Path, assemble: Callable[[], DiffusionPipeline]) -> P
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     # Fork the RNG so building weights neither depends on nor disturbs the caller's torch RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -102,9 +116,9 @@ def _seeded(seed: int) -> Iterator[None]:
 def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
     tokenizer = _tiny_gemma_tokenizer()
     text = _tiny_gemma3_text_config(len(tokenizer))
-    with _seeded(seed):
+    with seeded(seed):
         text_encoder = Gemma3ForConditionalGeneration(_tiny_gemma3_config(text))
-    with _seeded(seed):
+    with seeded(seed):
         transformer = LTX2VideoTransformer3DModel(
             in_channels=4,
             out_channels=4,
@@ -124,7 +138,7 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
             rope_double_precision=False,
             rope_type="split",
         )
-    with _seeded(seed):
+    with seeded(seed):
         connectors = LTX2TextConnectors(
             caption_channels=text.hidden_size,
             text_proj_in_factor=text.num_hidden_layers + 1,
@@ -142,9 +156,9 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
             causal_temporal_positioning=False,
             rope_type="split",
         )
-    with _seeded(seed):
+    with seeded(seed):
         vae = _tiny_ltx2_video_vae()
-    with _seeded(seed):
+    with seeded(seed):
         audio_vae = AutoencoderKLLTX2Audio(
             base_channels=4,
             output_channels=2,
@@ -163,7 +177,7 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
             is_causal=True,
             mel_bins=8,
         )
-    with _seeded(seed):
+    with seeded(seed):
         vocoder = LTX2Vocoder(
             in_channels=2 * 8,  # audio VAE output channels × mel bins
             hidden_channels=32,
@@ -221,6 +235,22 @@ def _tiny_ltx2_video_vae() -> AutoencoderKLLTX2Video:
     return vae
 
 
+def _tiny_latent_upsampler() -> LTX2LatentUpsamplerModel:
+    # Spatial ×2 only (time untouched) through a plain 2×2 pixel shuffle, as LTX-2.5's spatial
+    # upsampler config has it (no rational resampler). GroupNorm takes 32 groups, so 32 middle
+    # channels is the smallest width the class accepts.
+    upsampler: LTX2LatentUpsamplerModel = LTX2LatentUpsamplerModel(
+        in_channels=4,  # the tiny video VAE's latent channels
+        mid_channels=32,
+        num_blocks_per_stage=1,
+        dims=3,
+        spatial_upsample=True,
+        temporal_upsample=False,
+        use_rational_resampler=False,
+    )
+    return upsampler
+
+
 def _tiny_gemma3_text_config(vocab_size: int) -> Gemma3TextConfig:
     return Gemma3TextConfig(
         vocab_size=vocab_size,
@@ -259,7 +289,7 @@ def _tiny_gemma_tokenizer() -> GemmaTokenizer:
 
 def _tiny_flux2_klein_pipeline(seed: int) -> Flux2KleinPipeline:
     tokenizer = _tiny_qwen_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         text_encoder = Qwen3ForCausalLM(
             Qwen3Config(
                 hidden_size=16,
@@ -271,7 +301,7 @@ def _tiny_flux2_klein_pipeline(seed: int) -> Flux2KleinPipeline:
                 max_position_embeddings=512,
             )
         )
-    with _seeded(seed):
+    with seeded(seed):
         transformer = Flux2Transformer2DModel(
             patch_size=1,
             in_channels=4,
@@ -284,7 +314,7 @@ def _tiny_flux2_klein_pipeline(seed: int) -> Flux2KleinPipeline:
             axes_dims_rope=[4, 4, 4, 4],
             guidance_embeds=False,
         )
-    with _seeded(seed):
+    with seeded(seed):
         # Four stages like the real VAE (8× down, 16× with the pipeline's 2×2 packing) rather than
         # diffusers' test VAE (1×): real token counts per pixel, and the real 16-pixel grid.
         vae = AutoencoderKLFlux2(
@@ -312,20 +342,6 @@ def _tiny_flux2_klein_pipeline(seed: int) -> Flux2KleinPipeline:
 
 
 def _tiny_qwen_tokenizer() -> Qwen2Tokenizer:
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-    vocab = {char: i for i, char in enumerate(_byte_level_alphabet())}
-    vocab.update({token: len(vocab) + i for i, token in enumerate(specials)})
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
-    tokenizer.add_special_tokens({"additional_special_tokens": list(specials[1:])})
-    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
+    tokenizer = byte_level_qwen_tokenizer(("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     return tokenizer
-
-
-def _byte_level_alphabet() -> list[str]:
-    # GPT-2's byte → printable-character map: the 256 symbols a byte-level BPE starts from.
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += range(ord("®"), ord("ÿ") + 1)
-    extra = (b for b in range(256) if b not in printable)
-    mapping = {b: chr(b) for b in printable}
-    mapping.update({b: chr(256 + n) for n, b in enumerate(extra)})
-    return [mapping[b] for b in range(256)]
