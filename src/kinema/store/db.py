@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, RootTransaction, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -117,20 +117,29 @@ class SQLiteDatabase:
         return await self._in_thread(self._read_sync, fn)
 
     async def write(self, fn: Tx[T]) -> T:
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return await self._in_thread(self._write_sync, fn)
-        with self._inline.connect() as conn:
-            try:
-                transaction = conn.begin()
-            except OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-            else:
-                with transaction:
+        if self._checkpoint is None or self._checkpoint.done():
+            begun = self._begin_inline()
+            if begun is not None:
+                conn, transaction = begun
+                with conn, transaction:  # commits, or rolls back if fn raises
                     result = fn(conn)
                 self._committed_inline()
                 return result
         return await self._in_thread(self._write_sync, fn)
+
+    def _begin_inline(self) -> tuple[Connection, RootTransaction] | None:
+        """The loop's connection holding the write lock, or None when another connection holds
+        it (or held it while this one was being opened)."""
+        conn = None
+        try:
+            conn = self._inline.connect()
+            return conn, conn.begin()
+        except OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            if not _is_busy(exc):
+                raise
+            return None
 
     async def migrate(self) -> None:
         await self._in_thread(self._write_sync, upgrade)
