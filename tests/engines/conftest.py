@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from PIL import Image
 
+from kinema.engines.base import VideoJob
 from kinema.engines.registry import LoadOptions, load_engine
 
 if TYPE_CHECKING:
@@ -18,6 +21,29 @@ if TYPE_CHECKING:
     from kinema.engines.ltx2 import LTX2Engine
 
 STEPS = 2
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+Watch = Callable[["torch.nn.Module"], Callable[[], int]]
+"""The ``forward_calls`` fixture: watch a module, then read how many times it ran."""
+
+
+def video_job(**overrides: Any) -> VideoJob:
+    """A 5 s 16:9 request from a red start image; ``overrides`` replace fields."""
+    base = VideoJob(
+        prompt="a cat walks in the park",
+        negative_prompt="",
+        start_image=Image.new("RGB", (640, 360), RED),
+        width=1920,
+        height=1080,
+        num_frames=120,  # 5 s at 24 fps
+        fps=24,
+        seed=7,
+    )
+    return replace(base, **overrides)
+
+
+def ignore(_: float) -> None:
+    """A progress callback that ignores progress."""
 
 
 @pytest.fixture(scope="session")

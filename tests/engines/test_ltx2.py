@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -17,29 +16,10 @@ from kinema.engines.base import Element, EngineCancelled, ImageToVideoEngine, Vi
 from kinema.engines.diffusion import resolve_device, resolve_dtype
 from kinema.engines.ltx2 import LTX2Engine
 from kinema.engines.registry import LoadOptions, load_engine
+from tests.engines.conftest import BLUE, Watch, ignore
+from tests.engines.conftest import video_job as job
 
 pytestmark = pytest.mark.engines
-
-RED, BLUE = (220, 30, 30), (30, 30, 220)
-Watch = Callable[[torch.nn.Module], Callable[[], int]]
-
-
-def job(**overrides: Any) -> VideoJob:
-    base = VideoJob(
-        prompt="a cat walks in the park",
-        negative_prompt="",
-        start_image=Image.new("RGB", (640, 360), RED),
-        width=1920,
-        height=1080,
-        num_frames=120,  # 5 s at 24 fps
-        fps=24,
-        seed=7,
-    )
-    return replace(base, **overrides)
-
-
-def ignore(_: float) -> None:
-    pass
 
 
 def test_loads_the_real_pipeline_through_from_pretrained(ltx2_engine: LTX2Engine) -> None:

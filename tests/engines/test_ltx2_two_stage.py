@@ -6,9 +6,9 @@ the same code, real diffusers classes, real shapes; only the weights are random.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 )
 from PIL import Image
 
-from kinema.engines.base import EngineCancelled, VideoJob, VideoOutput
+from kinema.engines.base import EngineCancelled, VideoOutput
 from kinema.engines.geometry import working_size
 from kinema.engines.ltx2 import (
     DISTILLED_SETTINGS,
@@ -35,30 +35,12 @@ from kinema.engines.presets import LTX25_DISTILLED, LTX25_QUALITY, TINY_LTX2, TI
 from kinema.engines.registry import LoadOptions
 from kinema.engines.tiny import build_tiny_ltx2
 from kinema.engines.weights import WeightsMissing
+from tests.engines.conftest import BLUE, Watch, ignore
+from tests.engines.conftest import video_job as job
 
 pytestmark = pytest.mark.engines
 
-RED, BLUE = (220, 30, 30), (30, 30, 220)
 LATENT_FRAMES = (121 - 1) // 8 + 1
-Watch = Callable[[torch.nn.Module], Callable[[], int]]
-
-
-def job(**overrides: Any) -> VideoJob:
-    base = VideoJob(
-        prompt="a cat walks in the park",
-        negative_prompt="",
-        start_image=Image.new("RGB", (640, 360), RED),
-        width=1920,
-        height=1080,
-        num_frames=120,  # 5 s at 24 fps
-        fps=24,
-        seed=7,
-    )
-    return replace(base, **overrides)
-
-
-def ignore(_: float) -> None:
-    pass
 
 
 @dataclass

@@ -84,6 +84,20 @@ class ImageJob:
     elements: tuple[Element, ...] = ()
     seed: int | None = None
 
+    def element_images(self, max_references: int) -> list[Image.Image]:
+        """The element images in the order image engines take them after the source (each
+        element's frontal, then its references), in RGB. Raises :class:`ValueError` when the
+        source plus these exceed ``max_references`` (submit-time checks make that a 400 first)."""
+        images = [
+            image for element in self.elements for image in (element.frontal, *element.references)
+        ]
+        if 1 + len(images) > max_references:
+            raise ValueError(
+                f"{1 + len(images)} images (source + element images) exceed this engine's "
+                f"max_references {max_references}"
+            )
+        return [image.convert("RGB") for image in images]
+
 
 @dataclass
 class VideoOutput:

@@ -93,14 +93,7 @@ class Flux2KleinEngine:
         return ImageOutput(image=image, info=info)
 
     def _condition_images(self, job: ImageJob, width: int, height: int) -> list[Image.Image]:
-        references = [
-            image for element in job.elements for image in (element.frontal, *element.references)
-        ]
-        if 1 + len(references) > self.capabilities.max_references:
-            raise ValueError(
-                f"{1 + len(references)} images (source + element images) exceed this engine's "
-                f"max_references {self.capabilities.max_references}"
-            )
+        references = job.element_images(self.capabilities.max_references)
         long_side = max(width, height)
         step = self.capabilities.size_multiple
         source = fit_image(job.image, *_condition_size(width, height, long_side, step))

@@ -149,16 +149,9 @@ class QwenImageEditEngine:
         return ImageOutput(image=image, info=info)
 
     def _condition_images(self, job: ImageJob, width: int, height: int) -> list[Image.Image]:
-        references = [
-            image for element in job.elements for image in (element.frontal, *element.references)
-        ]
-        if 1 + len(references) > self.capabilities.max_references:
-            raise ValueError(
-                f"{1 + len(references)} images (source + element images) exceed this engine's "
-                f"max_references {self.capabilities.max_references}"
-            )
+        references = job.element_images(self.capabilities.max_references)
         source = fit_image(job.image, *_aspect_crop(job.image.size, width, height))
-        return [source, *(image.convert("RGB") for image in references)]
+        return [source, *references]
 
 
 def _aspect_crop(size: tuple[int, int], width: int, height: int) -> tuple[int, int]:
