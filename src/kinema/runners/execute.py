@@ -3,6 +3,7 @@ Runs in the worker process only (engines import torch)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -110,15 +111,19 @@ def _video(
     fps, audio_on = params["fps"], params["generate_audio"]
     start = _open_image(inputs["start_image"])
     elements = _elements(inputs)
+    seed = params.get("seed")
+    if seed is None:  # drawn once, so the reported seed reproduces every shot
+        seed = secrets.randbelow(2**31)
     composed = bool(elements) and engine.capabilities.max_references == 0
     if composed:
         if composer is None:
             raise ExecutionError("elements need an image engine to compose the first frame")
-        start = _compose_keyframe(composer, params, start, elements)
+        start = _compose_keyframe(composer, params, start, elements, seed)
     shots = [(video_prompt(p), s) for p, s in _shots(params)] if elements else _shots(params)
     frame_parts: list[npt.NDArray[np.uint8]] = []
     audio_parts: list[npt.NDArray[np.float32] | None] = []
-    rate, info = 0, dict[str, object]()
+    shot_info: list[dict[str, Any]] = []
+    rate = 0
     for index, (prompt, seconds) in enumerate(shots):
         last = index == len(shots) - 1
         job = VideoJob(
@@ -133,7 +138,7 @@ def _video(
             cfg_scale=params["cfg_scale"],
             generate_audio=audio_on,
             elements=() if composed else elements,
-            seed=params.get("seed"),
+            seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
         )
         result = engine.generate(job, _scaled(progress, index, len(shots)))
         frames, audio, rate = conform_video(
@@ -146,7 +151,7 @@ def _video(
         )
         frame_parts.append(frames)
         audio_parts.append(audio)
-        info = {**result.info, **info}
+        shot_info.append(dict(result.info))
     has_audio = audio_on and all(part is not None for part in audio_parts)
     all_audio = join_audio(audio_parts, rate) if has_audio else None
     all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
@@ -160,13 +165,34 @@ def _video(
         "duration": len(all_frames) / fps,
         "has_audio": all_audio is not None,
         "shots": len(shots),
+        "seed": seed,
     }
     if composed:
         meta["composed_keyframe"] = True
     if not engine.capabilities.honours_cfg:
         meta["cfg_scale_honoured"] = False
-    meta.update({k: v for k, v in info.items() if k not in meta})
+    if not engine.capabilities.honours_negative_prompt:
+        meta["negative_prompt_honoured"] = False
+    meta.update(_shot_meta(shot_info, [len(part) for part in frame_parts], meta))
     return path, "video/mp4", meta
+
+
+def _shot_meta(
+    shot_info: list[dict[str, Any]], shot_frames: list[int], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The engine's facts for ``x-output-metadata``: one shot's as they are; for several, the
+    facts every shot shares, each shot's own under ``shot_info``, and the end keyframe counted
+    in the whole video's frames."""
+    if len(shot_info) == 1:
+        return {k: v for k, v in shot_info[0].items() if k not in meta}
+    first, *rest = shot_info
+    shared = {k: v for k, v in first.items() if all(info.get(k) == v for info in rest)}
+    facts: dict[str, Any] = {k: v for k, v in shared.items() if k not in meta}
+    facts["shot_info"] = shot_info
+    end_frame = shot_info[-1].get("end_image_frame")
+    if isinstance(end_frame, int):
+        facts["end_image_frame"] = sum(shot_frames[:-1]) + end_frame
+    return facts
 
 
 def _compose_keyframe(
@@ -174,6 +200,7 @@ def _compose_keyframe(
     params: dict[str, Any],
     start: Image.Image,
     elements: tuple[Element, ...],
+    seed: int,
 ) -> Image.Image:
     """The start image with the elements composed in, at the video's size."""
     counts = [len(e.references) for e in elements]
@@ -183,7 +210,7 @@ def _compose_keyframe(
         width=params["width"],
         height=params["height"],
         elements=elements,
-        seed=params.get("seed"),
+        seed=seed,
     )
     return conform_image(composer.generate(job, lambda _p: None).image, job.width, job.height)
 
