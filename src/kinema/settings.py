@@ -74,6 +74,10 @@ class BillingSettings(BaseModel):
     video_voice_surcharge_per_s: float = 0.028
     default_credits: float = 0.0
     """Credits a key created without ``--credits`` starts with."""
+    key_cache_s: float = Field(1.0, ge=0)
+    """How long an API process reuses a key it authenticated before reading it again: a key
+    revoked, re-scoped or re-limited by another process takes effect within this time. 0: read
+    on every request. (Credits are never cached: every charge is checked in the database.)"""
 
 
 class RateLimitSettings(BaseModel):

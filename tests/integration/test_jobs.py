@@ -178,7 +178,12 @@ async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(tmp_pa
             )
             assert r.status_code == 200, r.text
             assert r.headers["content-type"] == "video/mp4"
-            rows = await c.svc.db.read(lambda conn: conn.execute(select(jobs)).all())
+            # The answer comes first, the COMPLETED row one loop turn later.
+            for _ in range(100):
+                rows = await c.svc.db.read(lambda conn: conn.execute(select(jobs)).all())
+                if rows[0].status == "COMPLETED":
+                    break
+                await asyncio.sleep(0.01)
             assert len(rows) == 1 and rows[0].attempts == 2 and rows[0].status == "COMPLETED"
             # Settled: the inputs the retry needed leave the storage again (just after the answer).
             inputs = settings.storage_path / "inputs" / rows[0].id

@@ -62,7 +62,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         policy = fetch_policy(settings)
         http = await stack.enter_async_context(guarded_client(policy))
         storage = LocalStorage(settings.storage_path, secret)
-        keys = KeyService(db, secret)
+        keys = KeyService(db, secret, cache_s=settings.billing.key_cache_s)
         jobs = JobService(db, settings, Notifier())
         limiter = RateLimiter(
             settings.rate_limit.default,

@@ -28,7 +28,7 @@ from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
 from kinema.jobs.dispatcher import Dispatcher, Handoff, input_path
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
-from kinema.media.fetch import FetchPolicy, load_media
+from kinema.media.fetch import FetchPolicy, is_url, load_media
 from kinema.media.images import decode_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
@@ -125,8 +125,8 @@ class GenerationService:
             if earlier is not None:
                 return Submission(earlier, key, rate, endpoint, None), request
         refs = endpoint.media(request)
-        blobs = await asyncio.gather(*(self._fetch(ref) for ref in refs))
-        handoff = self._handoff.offer_slot() if sync and self._handoff else None
+        blobs = await self._fetch_all(refs)
+        handoff = await self._handoff.offer_slot() if sync and self._handoff else None
         try:
             inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
             job, balance = await self._jobs.submit(
@@ -182,6 +182,14 @@ class GenerationService:
             self._handoff.withdraw(handoff)
         else:
             await self._storage.delete_prefix(f"inputs/{job_id}")
+
+    async def _fetch_all(self, refs: MediaRefs) -> list[bytes]:
+        """Every input, verified. Downloads run concurrently; inline data (base64, data URIs)
+        is decoded in turn: tasks for it would only add event-loop turns."""
+        downloads = [ref for ref in refs if is_url(ref.value)]
+        if len(downloads) <= 1:
+            return [await self._fetch(ref) for ref in refs]
+        return list(await asyncio.gather(*(self._fetch(ref) for ref in refs)))
 
     async def _fetch(self, ref: MediaRef) -> bytes:
         data = await self.fetch(ref.value, field=ref.field)

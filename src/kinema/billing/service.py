@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -22,10 +23,18 @@ class NewKey:
     record: KeyRecord
 
 
+CACHED_KEYS = 10_000
+"""At most this many authenticated keys are remembered (the least recently used go first)."""
+
+
 class KeyService:
-    def __init__(self, db: Database, secret: bytes) -> None:
+    def __init__(self, db: Database, secret: bytes, *, cache_s: float = 0.0) -> None:
         self._db = db
         self._secret = secret
+        self._cache_s = cache_s
+        self._cache: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        """key hash → (read at, monotonic; the record): found keys only, so unknown keys
+        cannot fill it."""
 
     async def create(
         self,
@@ -61,13 +70,29 @@ class KeyService:
         if not key:
             raise Unauthorized("missing API key: send it in the x-api-key header")
         key_hash = hash_key(key, self._secret)
-        record = await self._db.read(lambda conn: repo.by_hash(conn, key_hash))
+        record = await self._lookup(key_hash)
         if record is None:
             raise Unauthorized("invalid API key")
         if record.revoked_at is not None:
             raise Unauthorized("this API key has been revoked")
         if model is not None and not record.permits(model):
             raise Forbidden(f"this API key is not permitted to use {model}")
+        return record
+
+    async def _lookup(self, key_hash: str) -> KeyRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is not None and now - cached[0] < self._cache_s:
+            self._cache.move_to_end(key_hash)
+            return cached[1]
+        record = await self._db.read(lambda conn: repo.by_hash(conn, key_hash))
+        if record is None or self._cache_s <= 0:
+            self._cache.pop(key_hash, None)
+            return record
+        self._cache[key_hash] = (now, record)
+        self._cache.move_to_end(key_hash)
+        if len(self._cache) > CACHED_KEYS:
+            self._cache.popitem(last=False)
         return record
 
     async def resolve(self, ref: str) -> KeyRecord:
@@ -93,7 +118,13 @@ class KeyService:
         record = await self.resolve(ref)
         now = time.time()
         await self._db.write(lambda conn: repo.revoke(conn, record.id, now))
+        self._forget(record.id)
         return record
+
+    def _forget(self, key_id: str) -> None:
+        """Drop a key changed by this process from the cache (other processes: key_cache_s)."""
+        for key_hash in [h for h, (_, r) in self._cache.items() if r.id == key_id]:
+            del self._cache[key_hash]
 
     async def add_credits(self, ref: str, credits: float, note: str = "operator grant") -> int:
         """Grant (or, negative, take) credits; returns the new balance in micro-credits."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
-from kinema.jobs.models import Job, Lease
+from kinema.jobs.models import Job, Lease, Status
 from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
@@ -51,15 +52,22 @@ class Dispatcher:
         """model slug → engine task."""
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._running: set[str] = set()
+        """Jobs holding a runner slot: from launch until the runner returns (their settling
+        goes on in ``_active`` without holding the slot)."""
         self._loop: asyncio.Task[None] | None = None
         self._abandoned_checked = 0.0
         self._stopping = False
         self._reserved = 0
         self._drained = False
+        self._spare: Path | None = None
+        """A scratch directory made in advance for the next hand-off (made after a job ends,
+        off any request's path: making one costs a filesystem round trip)."""
 
     def start(self) -> None:
         if self._work_root is not None:
             self._work_root.mkdir(parents=True, exist_ok=True)
+        self._make_spare()
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
 
     async def stop(self) -> None:
@@ -77,6 +85,9 @@ class Dispatcher:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if self._spare is not None:
+            shutil.rmtree(self._spare, ignore_errors=True)
+            self._spare = None
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available
@@ -122,14 +133,26 @@ class Dispatcher:
     # written straight into its scratch directory; they reach the storage only if the job has
     # to leave this process (its worker was lost and it goes back to the queue).
 
-    def offer_slot(self) -> Handoff | None:
-        """A slot for a job about to be inserted, when one is free and the queue was found
-        empty (so nothing older is overtaken); None otherwise. Pair with take() or withdraw()."""
-        if self._stopping or not self._drained or self._free_slots() <= 0:
+    async def offer_slot(self) -> Handoff | None:
+        """A slot for a job about to be inserted, when one is free and no job waits in the
+        queue (so nothing older is overtaken); None otherwise. Pair with take() or withdraw()."""
+        if self._stopping or self._free_slots() <= 0:
             return None
+        if not self._drained:
+            now, attempts = time.time(), self._settings.max_attempts
+            waiting = await self._db.read(
+                lambda conn: repo.has_runnable(conn, now=now, max_attempts=attempts)
+            )
+            if waiting:
+                self._jobs.notifier.work_available.set()  # a slot is free: claim them
+                return None
+            self._drained = True
+            if self._stopping or self._free_slots() <= 0:  # changed while reading
+                return None
         self._reserved += 1
         lease = Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
-        return Handoff(lease, Path(tempfile.mkdtemp(dir=self._work_root)))
+        workdir, self._spare = self._spare or self._scratch(), None
+        return Handoff(lease, workdir)
 
     def withdraw(self, handoff: Handoff) -> None:
         self._reserved -= 1
@@ -141,20 +164,36 @@ class Dispatcher:
         self._launch(job, handoff.workdir)
 
     def _free_slots(self) -> int:
-        return self._runner.capacity - len(self._active) - self._reserved
+        return self._runner.capacity - len(self._running) - self._reserved
 
     def _launch(self, job: Job, workdir: Path | None = None) -> None:
+        self._running.add(job.id)
         self._active[job.id] = asyncio.create_task(
             self._execute(job, workdir), name=f"job-{job.id}"
         )
         self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
 
+    def _scratch(self, prefix: str = "") -> Path:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self._work_root))
+
+    def _make_spare(self) -> None:
+        if self._spare is None and not self._stopping:
+            self._spare = self._scratch()
+
+    def _release_slot(self, job_id: str) -> None:
+        """The runner is done with ``job_id``: its slot is free for the next job even while the
+        job is still being stored and settled. A freed slot is worth a claim only if the last
+        one left jobs behind; local submits wake the loop themselves and other replicas' jobs
+        are found by the poll."""
+        if job_id in self._running:
+            self._running.discard(job_id)
+            if not self._drained:
+                self._jobs.notifier.work_available.set()
+
     def _done(self, job_id: str, _task: object = None) -> None:
         self._active.pop(job_id, None)
-        # A freed slot is worth a claim only if the last one left jobs behind; local submits
-        # wake the loop themselves and other replicas' jobs are found by the poll.
-        if not self._drained:
-            self._jobs.notifier.work_available.set()
+        self._release_slot(job_id)
+        self._make_spare()
 
     async def _fail_abandoned(self) -> None:
         now = time.time()
@@ -170,7 +209,7 @@ class Dispatcher:
 
     async def _execute(self, job: Job, handed_workdir: Path | None) -> None:
         """Run and settle ``job``; ``handed_workdir`` holds its inputs when it was handed off."""
-        workdir = handed_workdir or Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=self._work_root))
+        workdir = handed_workdir or self._scratch(prefix=f"{job.id}-")
         progress: list[float] = [0.0]
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
         try:
@@ -197,7 +236,10 @@ class Dispatcher:
                 else await self._materialize(job, workdir),
                 output_dir=workdir,
             )
-            result = await self._runner.run(task, lambda value: progress.__setitem__(0, value))
+            try:
+                result = await self._runner.run(task, lambda value: progress.__setitem__(0, value))
+            finally:
+                self._release_slot(job.id)
             await self._complete(job, result)
         except RunCancelled:
             await self._jobs.settle_failed(job, CANCELLED, owner=self.owner)
@@ -245,14 +287,23 @@ class Dispatcher:
         # The key derives from the job id: a retried job overwrites, never adds a second output.
         key = f"outputs/{job.id}/{result.output_path.name}"
         await self._storage.put_file(key, result.output_path, result.content_type)
-        done = await self._jobs.settle_completed(
-            job,
-            self.owner,
-            output_key=key,
-            output_content_type=result.content_type,
-            output_metadata=result.metadata,
-            inference_time=result.inference_time,
-        )
+        values: dict[str, Any] = {
+            "output_key": key,
+            "output_content_type": result.content_type,
+            "output_metadata": result.metadata,
+            "inference_time": result.inference_time,
+        }
+        if job.sync:
+            # The output is stored and its price was taken at submit: the waiting client gets
+            # its answer first, the COMPLETED row right after (one loop turn). A crash in between
+            # leaves the job to its lease: it runs again and is still charged once.
+            finished = dataclasses.replace(
+                job, status=Status.COMPLETED, progress=1.0, finished_at=time.time(), **values
+            )
+            self._jobs.notifier.job_finished(finished)
+            await asyncio.sleep(0)
+            self._make_spare()  # for the next hand-off, now that the answer is out
+        done = await self._jobs.settle_completed(job, self.owner, **values)
         if not done:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
 

@@ -126,6 +126,12 @@ _CANDIDATES = (
 )
 
 
+def has_runnable(conn: Connection, *, now: float, max_attempts: int) -> bool:
+    """Whether :func:`claim` would find a job now."""
+    params = {"b_now": now, "b_max_attempts": max_attempts, "b_limit": 1}
+    return conn.execute(_CANDIDATES, params).first() is not None
+
+
 def _claim_statement(candidates: Any) -> Any:
     return (
         update(jobs)

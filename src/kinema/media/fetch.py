@@ -232,6 +232,12 @@ def guarded_client(policy: FetchPolicy) -> httpx.AsyncClient:
     )
 
 
+def is_url(value: str) -> bool:
+    """Whether ``value`` names something to download (http/https), not inline data."""
+    match = _SCHEME.match(value.strip())
+    return match is not None and match.group(1).lower() in ("http", "https")
+
+
 async def load_media(
     value: str,
     *,
