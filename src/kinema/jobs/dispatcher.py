@@ -190,9 +190,12 @@ class Dispatcher:
             if not self._drained:
                 self._jobs.notifier.work_available.set()
 
-    def _done(self, job_id: str, _task: object = None) -> None:
-        self._active.pop(job_id, None)
-        self._release_slot(job_id)
+    def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        # A job handed back for a retry may already run again under the same id: only the
+        # current run's entry is removed.
+        if self._active.get(job_id) is task:
+            del self._active[job_id]
+            self._release_slot(job_id)  # if it ended before reaching the runner
         self._make_spare()
 
     async def _fail_abandoned(self) -> None:
