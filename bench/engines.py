@@ -9,12 +9,15 @@ forward passes per denoising step and steps.
 - ltx2.5-distilled: 5 s (or --duration 15) 1920×1080 16:9 image → video with audio.
 - ltx2.5-quality (--quality, or --preset): the same clip with classifier-free guidance.
 - flux2-klein-4b: a 1024×576 (1K 16:9) image edit with 2 reference images.
+- qwen-image-edit (--preset): the same edit (3 input images), 40 steps with true CFG (two
+  transformer passes a step).
 
 Weights load from disk when --models-dir has room (`--load disk`); otherwise (`--load memory`,
 what `auto` picks on a 64 GiB disk for LTX-2.5's ~71 GB) the transformer and text encoder are built
 in GPU memory and handed to the same loader's `from_pretrained` call, everything else from disk.
 
-Without CUDA it refuses, unless --smoke: the same code path with tiny configs on the CPU (tests).
+Without CUDA it refuses, unless --smoke: the same code path with tiny configs on the CPU (tests);
+qwen-image-edit then also runs 2 steps with 64² input-image areas (SMOKE_QWEN_*).
 Prints a table and writes JSON (default bench/results/engines.json). Bounded by --deadline.
 Usage: python bench/engines.py [--preset NAME ...] [--quality] [--duration 5|15] [--offload]
        [--vae-tiling] [--models-dir DIR] [--load auto|disk|memory] [--smoke] [--out PATH]
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import platform
@@ -47,6 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRESETS = ("ltx2.5-distilled", "flux2-klein-4b")
 IN_MEMORY = ("transformer", "text_encoder")  # the two components that do not fit a 64 GiB disk
 DISK_MARGIN = 1.1
+SMOKE_QWEN_STEPS, SMOKE_QWEN_AREAS = 2, (64 * 64, 64 * 64)
+"""--smoke settings of qwen-image-edit: its 40 steps and the pipeline's fixed 384² / 1024² input
+areas (3 × 4,096 condition tokens) are settings, not configs, and take minutes on a CPU."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,7 +132,7 @@ def run_preset(
         vae_tiling=args.vae_tiling,
     )
     started = time.perf_counter()
-    with _inject(name, prebuilt):
+    with _inject(name, prebuilt), _smoke_settings(name, args.smoke):
         engine = load_engine(name, options)
     prebuilt.clear()
     row["load_s"] = round(time.perf_counter() - started, 1)
@@ -213,19 +220,39 @@ def _inject(preset: str, prebuilt: dict[str, torch.nn.Module]) -> Iterator[None]
     module = importlib.import_module(get_preset(preset).loader.split(":", 1)[0])
     original = module.load_pipeline
 
-    def load_pipeline(pipeline_class: Any, source: Any, options: LoadOptions) -> Any:
+    def load_pipeline(
+        pipeline_class: Any, source: Any, options: LoadOptions, **components: Any
+    ) -> Any:
         class WithPrebuilt(pipeline_class):  # type: ignore[misc,valid-type]
             @classmethod
             def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
                 return pipeline_class.from_pretrained(*args, **kwargs, **prebuilt)
 
-        return original(WithPrebuilt, source, options)
+        return original(WithPrebuilt, source, options, **components)
 
     module.load_pipeline = load_pipeline
     try:
         yield
     finally:
         module.load_pipeline = original
+
+
+@contextlib.contextmanager
+def _smoke_settings(preset: str, smoke: bool) -> Iterator[None]:
+    """With --smoke, qwen-image-edit loads with the SMOKE_QWEN_* steps and image areas."""
+    if not smoke or preset != "qwen-image-edit":
+        yield
+        return
+    from kinema.engines import qwen
+
+    original = qwen.EDIT_2511_SETTINGS
+    qwen.EDIT_2511_SETTINGS = dataclasses.replace(
+        original, steps=SMOKE_QWEN_STEPS, image_areas=SMOKE_QWEN_AREAS
+    )
+    try:
+        yield
+    finally:
+        qwen.EDIT_2511_SETTINGS = original
 
 
 def _deadline_progress(deadline: float) -> Callable[[float], None]:

@@ -34,19 +34,26 @@ BANDS: dict[tuple[str, str], tuple[int, int]] = {
     # Qwen3-4B: 4.02B with tied embeddings.
     ("flux2-klein-4b", "text_encoder"): (int(4.0 * B), int(4.05 * B)),
     ("flux2-klein-4b", "vae"): (80 * M, 90 * M),
+    # Qwen-Image is published as a 20B MMDiT (20.43B built here).
+    ("qwen-image-edit", "transformer"): (int(20.3 * B), int(20.6 * B)),
+    # Qwen2.5-VL-7B-Instruct: 8.29B (model card), vision tower (0.68B) and untied LM head included.
+    ("qwen-image-edit", "text_encoder"): (int(8.28 * B), int(8.30 * B)),
+    # The Wan 2.1 VAE architecture: 127M parameters in the Wan report.
+    ("qwen-image-edit", "vae"): (120 * M, 135 * M),
 }
+LAYOUTS = (realsize.LTX25, realsize.FLUX2_KLEIN_4B, realsize.QWEN_IMAGE_EDIT)
 MODELS = [
-    (layout, component)
-    for layout in (realsize.LTX25, realsize.FLUX2_KLEIN_4B)
-    for component in (*layout.models, *layout.extras)
+    (layout, component) for layout in LAYOUTS for component in (*layout.models, *layout.extras)
 ]
+NOT_MODELS = {"scheduler", "tokenizer", "processor"}
+"""Config files that are no model: no parameters to count."""
 
 
 def test_every_shipped_config_has_a_band() -> None:
     shipped = {
         (path.parent.name, path.stem)
         for path in realsize.CONFIGS.glob("*/*.json")
-        if path.stem != "scheduler"
+        if path.stem not in NOT_MODELS
     }
     assert shipped == set(BANDS)
     assert {(layout.family, component) for layout, component in MODELS} == shipped
@@ -125,6 +132,55 @@ def test_flux2_klein_components_agree(smoke: bool) -> None:
     assert not dit["guidance_embeds"]
 
 
+def test_qwen_image_edit_is_about_57_gb_in_bf16() -> None:
+    sizes = realsize.weights_bytes("qwen-image-edit")
+    assert 56 * B <= sum(sizes.values()) <= 59 * B
+    assert 40 * B <= sizes["transformer"] <= 42 * B
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["real", "smoke"])
+def test_qwen_image_edit_components_agree(smoke: bool) -> None:
+    dit, vae, text, processor = (
+        realsize.load_config("qwen-image-edit", name, smoke)
+        for name in ("transformer", "vae", "text_encoder", "processor")
+    )
+    llm, vision = text["text_config"], text["vision_config"]
+    # The pipeline packs 2×2 latent patches into channels; the VAE downsamples 8× (3 stages).
+    assert dit["in_channels"] == vae["z_dim"] * dit["patch_size"] ** 2
+    assert dit["out_channels"] == vae["z_dim"]
+    assert len(vae["dim_mult"]) - 1 == len(vae["temperal_downsample"]) == 3
+    assert len(vae["latents_mean"]) == len(vae["latents_std"]) == vae["z_dim"]
+    assert sum(dit["axes_dims_rope"]) == dit["attention_head_dim"]
+    # The prompt embeddings are the LLM's last hidden states; image tokens enter at its width.
+    assert dit["joint_attention_dim"] == llm["hidden_size"] == vision["out_hidden_size"]
+    head_dim = llm["hidden_size"] // llm["num_attention_heads"]
+    assert sum(llm["rope_parameters"]["mrope_section"]) * 2 == head_dim
+    assert processor["patch_size"] == vision["patch_size"]
+    assert processor["merge_size"] == vision["spatial_merge_size"]
+    assert processor["temporal_patch_size"] == vision["temporal_patch_size"]
+    assert dit["zero_cond_t"]  # Qwen-Image-Edit-2511: input images at timestep 0
+    assert not dit["guidance_embeds"]  # true CFG, not a guidance embedding
+
+
+def test_qwen_vl_tokenizer_keeps_the_real_ids() -> None:
+    text = realsize.load_config("qwen-image-edit", "text_encoder")
+    tokenizer = realsize.build_tokenizer(realsize.QWEN_IMAGE_EDIT)
+    # 151,643 regular tokens + 22 added; the embedding table is padded to 152,064 rows.
+    assert len(tokenizer) == 151_665 < text["text_config"]["vocab_size"]
+    ids = {
+        "<|image_pad|>": text["image_token_id"],
+        "<|video_pad|>": text["video_token_id"],
+        "<|vision_start|>": text["vision_start_token_id"],
+        "<|vision_end|>": text["vision_end_token_id"],
+        "<|endoftext|>": text["text_config"]["bos_token_id"],
+        "<|im_end|>": text["text_config"]["eos_token_id"],
+    }
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in ids} == ids
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    encoded = tokenizer("<|im_start|>user\na fox<|image_pad|><|im_end|>").input_ids
+    assert encoded[0] == 151_644 and encoded[-2:] == [151_655, 151_645]
+
+
 @pytest.mark.parametrize(
     "layout", [realsize.LTX25, realsize.FLUX2_KLEIN_4B], ids=lambda lay: lay.family
 )
@@ -154,6 +210,39 @@ def test_bench_smoke_runs_end_to_end(tmp_path: Path) -> None:
     assert row["passes_per_step"] == 1.0
     assert row["transformer_passes"] == row["steps"]
     assert row["rendered_frames"] == 9
+
+
+def test_bench_smoke_runs_qwen_image_edit(tmp_path: Path) -> None:
+    """Memory mode (how a 64 GiB disk runs it), then a full build loaded from models_dir."""
+    from bench import engines as bench
+
+    from kinema.engines.registry import LoadOptions, load_engine
+
+    models, out = tmp_path / "models", tmp_path / "engines.json"
+    argv = ["--smoke", "--models-dir", str(models), "--out", str(out), "--load", "memory"]
+    assert bench.main([*argv, "--preset", "qwen-image-edit"]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["preset"], row["load"]) == ("qwen-image-edit", "memory")
+    assert row["steps"] == bench.SMOKE_QWEN_STEPS
+    assert row["passes_per_step"] == 2.0  # true CFG: a second pass against the negative prompt
+    partial = models / "qwen-image-edit-partial"
+    assert not (partial / "transformer").exists() and (partial / "vae").is_dir()
+
+    # A disk build is laid out like the hub repository and found at <models_dir>/<preset>.
+    directory = models / "qwen-image-edit"
+    realsize.build_weights("qwen-image-edit", directory, "cpu", smoke=True)
+    index = json.loads((directory / "model_index.json").read_text())
+    assert index["_class_name"] == "QwenImageEditPlusPipeline"
+    assert index["processor"] == ["transformers", "Qwen2VLProcessor"]
+    for name in ("transformer", "text_encoder", "vae", "tokenizer", "scheduler"):
+        assert index[name][0] in ("diffusers", "transformers")
+        assert (directory / name).is_dir()
+    assert (directory / "processor" / "preprocessor_config.json").is_file()
+    assert (directory / "processor" / "tokenizer_config.json").is_file()
+    engine: Any = load_engine("qwen-image-edit", LoadOptions(models_dir=models, device="cpu"))
+    assert engine.steps == 40 and engine.true_cfg_scale == 4.0
+    assert engine.pipeline.transformer.config.zero_cond_t
+    assert engine.pipeline.processor.image_token_id == 151_655
 
 
 def test_bench_refuses_without_cuda_unless_smoke(

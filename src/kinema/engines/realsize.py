@@ -10,7 +10,9 @@ own loader reads it through the same ``from_pretrained`` path as the real weight
 Components are built, saved and freed one at a time, so a build needs GPU memory for the largest
 component only (the LTX-2.5 transformer, ~38 GB in bf16). Tokenizers cannot be downloaded either:
 they are built in memory with the real vocabulary size (byte-level tokens, then placeholders), so
-the embedding tables and token ids have real sizes while prompts tokenize byte by byte.
+the embedding tables and token ids have real sizes while prompts tokenize byte by byte. The
+Qwen-Image-Edit tokenizer (real special-token ids) and ``processor/`` folder come from
+:mod:`kinema.engines.realsize_qwen`.
 
 ``smoke=True`` applies ``configs/smoke.json``: the same components and code path with tiny widths
 and depths, so that the benchmark itself runs in seconds on a CPU in tests.
@@ -33,8 +35,10 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl_flux2 import AutoencoderKLFlux2
 from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
 from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
+from diffusers.models.autoencoders.autoencoder_kl_qwenimage import AutoencoderKLQwenImage
 from diffusers.models.transformers.transformer_flux2 import Flux2Transformer2DModel
 from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
+from diffusers.models.transformers.transformer_qwenimage import QwenImageTransformer2DModel
 from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
 from diffusers.pipelines.ltx2.duration_head import LTX2DurationHead
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
@@ -49,9 +53,12 @@ from transformers.models.gemma4_unified.modeling_gemma4_unified import (
     Gemma4UnifiedForConditionalGeneration,
 )
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen3.configuration_qwen3 import Qwen3Config
 from transformers.models.qwen3.modeling_qwen3 import Qwen3ForCausalLM
 
+from kinema.engines.realsize_qwen import qwen_vl_tokenizer, save_processor
 from kinema.engines.tokenizers import QWEN_CHAT_TEMPLATE, byte_level_alphabet
 
 CONFIGS = Path(__file__).with_name("configs")
@@ -69,6 +76,8 @@ _DIFFUSERS_MODELS: dict[str, type[Any]] = {
         LTX2DurationHead,
         Flux2Transformer2DModel,
         AutoencoderKLFlux2,
+        QwenImageTransformer2DModel,
+        AutoencoderKLQwenImage,
     )
 }
 # transformers text encoders: architecture name → (config class, model class)
@@ -78,6 +87,7 @@ _TEXT_ENCODERS: dict[str, tuple[type[Any], type[Any]]] = {
         Gemma4UnifiedForConditionalGeneration,
     ),
     "Qwen3ForCausalLM": (Qwen3Config, Qwen3ForCausalLM),
+    "Qwen2_5_VLForConditionalGeneration": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
 }
 
 
@@ -92,7 +102,8 @@ class Layout:
     models: tuple[str, ...]
     """Model components listed in ``model_index.json`` (each has ``<name>.json``)."""
     tokenizer: str
-    """``gemma`` or ``qwen``: which in-memory tokenizer to build."""
+    """``gemma``, ``qwen`` or ``qwen-vl``: which in-memory tokenizer to build (``qwen-vl``: from
+    ``<family>/tokenizer.json``, plus ``processor/`` from ``<family>/processor.json``)."""
     extras: tuple[str, ...] = ()
     """Models saved in their own subfolder but loaded separately (not in ``model_index.json``)."""
     aliases: tuple[tuple[str, str], ...] = ()
@@ -128,10 +139,19 @@ FLUX2_KLEIN_4B = Layout(
     tokenizer="qwen",
     pipeline_config=(("is_distilled", True),),
 )
+QWEN_IMAGE_EDIT = Layout(
+    family="qwen-image-edit",
+    pipeline_class="QwenImageEditPlusPipeline",
+    models=("transformer", "text_encoder", "vae"),
+    tokenizer="qwen-vl",
+    # Listed as in the hub's model_index.json; the engine loads it itself from processor/.
+    pipeline_config=(("processor", ("transformers", "Qwen2VLProcessor")),),
+)
 LAYOUTS: dict[str, Layout] = {
     "ltx2.5-distilled": LTX25,
     "ltx2.5-quality": LTX25,
     "flux2-klein-4b": FLUX2_KLEIN_4B,
+    "qwen-image-edit": QWEN_IMAGE_EDIT,
 }
 """Production preset → the layout its weights directory has."""
 
@@ -167,7 +187,10 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 
 def build_tokenizer(layout: Layout, smoke: bool = False) -> GemmaTokenizer | Qwen2Tokenizer:
-    """An in-memory tokenizer whose size equals the text encoder's ``vocab_size``."""
+    """An in-memory tokenizer whose size equals the text encoder's ``vocab_size`` (Qwen-VL: the
+    real tokenizer's 151,665 tokens at their real ids, under the padded 152,064-row embedding)."""
+    if layout.tokenizer == "qwen-vl":
+        return qwen_vl_tokenizer(load_config(layout.family, "tokenizer", smoke))
     text = load_config(layout.family, "text_encoder", smoke)
     vocab_size = int(text.get("text_config", text)["vocab_size"])
     if layout.tokenizer == "gemma":
@@ -223,6 +246,8 @@ def build_weights(
     tokenizer = build_tokenizer(layout, smoke)
     tokenizer.save_pretrained(directory / "tokenizer")
     index["tokenizer"] = list(_library_and_class(tokenizer))
+    if layout.tokenizer == "qwen-vl":
+        save_processor(directory, load_config(layout.family, "processor", smoke), tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(
         load_config(layout.family, "scheduler", smoke)
     )
