@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -176,6 +177,14 @@ class Dispatcher:
     def _scratch(self, prefix: str = "") -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self._work_root))
 
+    def _recycle(self, workdir: Path) -> None:
+        """Empty a finished job's scratch directory and keep it as the spare (cheaper than
+        removing it and making another), or remove it when a spare is already there."""
+        if self._spare is not None or self._stopping or not _empty(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            self._spare = workdir
+
     def _make_spare(self) -> None:
         if self._spare is None and not self._stopping:
             self._spare = self._scratch()
@@ -221,7 +230,7 @@ class Dispatcher:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            shutil.rmtree(workdir, ignore_errors=True)
+            self._recycle(workdir)
         if settled and handed_workdir is None:  # kept only while a retry may still need them
             await self._storage.delete_prefix(f"inputs/{job.id}")
 
@@ -305,7 +314,6 @@ class Dispatcher:
             )
             self._jobs.notifier.job_finished(finished)
             await asyncio.sleep(0)
-            self._make_spare()  # for the next hand-off, now that the answer is out
         done = await self._jobs.settle_completed(job, self.owner, **values)
         if not done:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
@@ -338,6 +346,20 @@ class Handoff:
 
     lease: Lease
     workdir: Path
+
+
+def _empty(directory: Path) -> bool:
+    """Remove what ``directory`` holds; False if that failed (it is then not reused)."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+    except OSError:
+        return False
+    return True
 
 
 def input_path(workdir: Path, key: str) -> Path:
