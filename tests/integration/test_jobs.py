@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from kinema.api.endpoints import ENDPOINTS
 from kinema.jobs import repository as repo
+from kinema.jobs.dispatcher import Dispatcher
 from kinema.runners.local import LocalRunner
 from kinema.store.tables import credit_ledger, jobs
 from tests.conftest import (
@@ -194,6 +196,44 @@ async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(tmp_pa
             assert not inputs.exists()
     finally:
         await runner.close()
+
+
+async def test_a_sync_hand_off_never_overtakes_a_queued_job(
+    tmp_path: Path, static_runner: LocalRunner
+) -> None:
+    """A free slot goes straight to a sync request only when no job waits in the queue; a
+    waiting job wakes the dispatcher instead."""
+    async with app_context(make_settings(tmp_path), static_runner) as c:
+        key = await c.key()
+        assert c.svc.dispatcher is not None
+        await c.svc.dispatcher.stop()  # this app's dispatcher claims nothing from now on
+        dispatcher = Dispatcher(
+            c.svc.db,
+            c.svc.jobs,
+            static_runner,
+            c.svc.storage,
+            c.svc.settings.jobs,
+            tasks={slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()},
+            work_root=tmp_path / "work",
+        )
+        body = {"image_url": B64, "prompt": "x"}
+        rid = (
+            await c.client.post("/v2/kling-3-image2image", json=body, headers={"x-api-key": key})
+        ).json()["request_id"]
+        c.svc.jobs.notifier.work_available.clear()
+
+        assert await dispatcher.offer_slot() is None
+        assert c.svc.jobs.notifier.work_available.is_set()
+
+        queued = await c.svc.jobs.get(rid)
+        assert queued is not None
+        await c.svc.jobs.cancel(queued)
+        handoff = await dispatcher.offer_slot()
+        assert handoff is not None and handoff.workdir.is_dir()
+        assert await dispatcher.offer_slot() is None  # the only slot is held
+        dispatcher.withdraw(handoff)
+        assert not handoff.workdir.exists()
+        assert await dispatcher.offer_slot() is not None
 
 
 async def test_expired_lease_is_retried_by_another_dispatcher(
