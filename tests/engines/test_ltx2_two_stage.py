@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import pytest
 import torch
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 from diffusers.pipelines.ltx2.pipeline_ltx2_latent_upsample import LTX2LatentUpsamplePipeline
-from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
     FlowMatchEulerDiscreteScheduler,
 )
@@ -270,3 +270,33 @@ def test_two_stage_needs_a_64_pixel_grid(
 
     with pytest.raises(ValueError, match="size_multiple divisible by 64"):
         load(source, load_options, TINY_LTX2.capabilities, TINY_TWO_STAGE_SETTINGS)
+
+
+def test_trained_sigmas_run_as_given_in_the_first_stage(
+    ltx2_two_stage_engine: LTX2Engine, load_options: LoadOptions
+) -> None:
+    """Distilled weights were trained on fixed noise levels: the first stage runs exactly those,
+    even under a scheduler that shifts (the production distilled preset ships diffusers'
+    DISTILLED_SIGMA_VALUES)."""
+    assert DISTILLED_SETTINGS.sigmas == tuple(DISTILLED_SIGMA_VALUES)
+    assert DISTILLED_SETTINGS.steps == len(DISTILLED_SIGMA_VALUES)
+    source = load_options.models_dir / TINY_LTX2_TWO_STAGE.name  # built by the engine fixture
+    settings = replace(TINY_TWO_STAGE_SETTINGS, sigmas=(1.0, 0.6))
+    engine = load(source, load_options, TINY_LTX2_TWO_STAGE.capabilities, settings)
+    shifting = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    engine.pipeline.scheduler = shifting
+    with recording(engine) as seen:
+        engine.generate(job(num_frames=9), ignore)
+
+    assert [p.sigma for p in seen[:2]] == pytest.approx([1000.0, 600.0])
+    assert engine.pipeline.scheduler is shifting  # the unshifted copy was temporary
+    # A step count asked for by the operator wins over the trained schedule.
+    other = load(
+        source,
+        replace(load_options, num_inference_steps=3),
+        TINY_LTX2_TWO_STAGE.capabilities,
+        settings,
+    )
+    with recording(other) as seen:
+        other.generate(job(num_frames=9), ignore)
+    assert len(seen) == 3 + 3

@@ -26,6 +26,7 @@ from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
     LTX2ConditionPipeline,
     LTX2VideoCondition,
 )
+from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
 from PIL import Image
 
 from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
@@ -77,6 +78,10 @@ class LTX2Settings:
     image_crf: int | None = None
     """H.264 CRF the conditioning images are re-compressed at (the model was trained on such
     frames). ``None`` is the model's own default; ``0`` skips the round trip through PyAV."""
+    sigmas: tuple[float, ...] | None = None
+    """The noise levels distilled weights were trained on, run as given (no scheduler shift)
+    for the first (or only) stage; ``None``: the scheduler's own schedule. Ignored when
+    :attr:`LoadOptions.num_inference_steps` asks for another number of steps."""
     guidance: GuidanceMap | None = None
     """``None``: distilled weights (one pass per step, ``cfg_scale`` and ``negative_prompt``
     ignored). Otherwise ``cfg_scale`` maps to classifier-free guidance through this map."""
@@ -228,14 +233,15 @@ class LTX2Engine:
     def _one_stage(
         self, job: VideoJob, shared: dict[str, Any], size: tuple[int, int], progress: ProgressFn
     ) -> tuple[Any, Any]:
-        return self._call(
-            **shared,
-            **self._frame(job, size),
-            num_inference_steps=self.steps,
-            output_type="np",
-            callback_on_step_end=step_callback(progress, self.steps),
-            **self._guidance(job),
-        )
+        with self._schedule() as schedule:
+            return self._call(
+                **shared,
+                **self._frame(job, size),
+                **schedule,
+                output_type="np",
+                callback_on_step_end=step_callback(progress, self.steps),
+                **self._guidance(job),
+            )
 
     def _two_stages(
         self, job: VideoJob, shared: dict[str, Any], size: tuple[int, int], progress: ProgressFn
@@ -249,14 +255,15 @@ class LTX2Engine:
         """
         refiner = cast(Refiner, self.refiner)
         half = (size[0] // 2, size[1] // 2)
-        video_latents, audio_latents = self._call(
-            **shared,
-            **self._frame(job, half),
-            num_inference_steps=self.steps,
-            output_type="latent",
-            callback_on_step_end=stage_callback(progress, 0, self.total_steps),
-            **self._guidance(job),
-        )
+        with self._schedule() as schedule:
+            video_latents, audio_latents = self._call(
+                **shared,
+                **self._frame(job, half),
+                **schedule,
+                output_type="latent",
+                callback_on_step_end=stage_callback(progress, 0, self.total_steps),
+                **self._guidance(job),
+            )
         upsampled = refiner.upsample(
             latents=video_latents,
             width=half[0],
@@ -279,6 +286,17 @@ class LTX2Engine:
                 callback_on_step_end=stage_callback(progress, self.steps, self.total_steps),
                 **DISTILLED_GUIDANCE,
             )
+
+    @contextmanager
+    def _schedule(self) -> Iterator[dict[str, Any]]:
+        """The first stage's steps: the preset's trained sigmas, unshifted, when it has them
+        (and the step count was not overridden); else the scheduler's own schedule."""
+        sigmas = self.settings.sigmas
+        if sigmas is None or len(sigmas) != self.steps:
+            yield {"num_inference_steps": self.steps}
+            return
+        with self.pipeline.sigmas_as_given():
+            yield {"num_inference_steps": self.steps, "sigmas": list(sigmas)}
 
     def _call(self, **kwargs: Any) -> tuple[Any, Any]:
         video, audio = self.pipeline(**kwargs)
@@ -358,7 +376,9 @@ def load_tiny_two_stage(options: LoadOptions) -> LTX2Engine:
 
 
 LTX25_HUB_ID = "Lightricks/LTX-2.5-Diffusers"
-DISTILLED_SETTINGS = LTX2Settings(steps=8, two_stage=TwoStage())
+DISTILLED_SETTINGS = LTX2Settings(
+    steps=len(DISTILLED_SIGMA_VALUES), sigmas=tuple(DISTILLED_SIGMA_VALUES), two_stage=TwoStage()
+)
 QUALITY_SETTINGS = LTX2Settings(steps=40, guidance=GUIDANCE["ltx2"], two_stage=TwoStage())
 
 
