@@ -236,6 +236,48 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
         assert await dispatcher.offer_slot() is not None
 
 
+async def test_a_cancel_that_arrives_while_the_job_finishes_wins_and_refunds(
+    tmp_path: Path, static_runner: LocalRunner
+) -> None:
+    """A client told "cancelled" (a sync request that timed out, or a cancel call) is never
+    charged, even when the generation finishes after the cancel was asked for."""
+    async with app_context(make_settings(tmp_path), static_runner) as c:
+        key = await c.key(credits=1)
+        assert c.svc.dispatcher is not None
+        await c.svc.dispatcher.stop()
+        body = {"image_url": B64, "prompt": "x"}
+        rid = (
+            await c.client.post("/v2/kling-3-image2image", json=body, headers={"x-api-key": key})
+        ).json()["request_id"]
+        now = time.time()
+        (job,) = await c.svc.db.write(
+            lambda conn: repo.claim(
+                conn, owner="worker-a", limit=1, now=now, lease_s=30, max_attempts=3
+            )
+        )
+        cancelled = await c.svc.jobs.cancel(job)
+        assert cancelled.status.value == "PROCESSING" and cancelled.cancel_requested
+
+        final = await c.svc.jobs.settle_completed(
+            job,
+            "worker-a",
+            output_key=f"outputs/{rid}/output.png",
+            output_content_type="image/png",
+            output_metadata={},
+            inference_time=0.1,
+        )
+        assert final is not None and final.status.value == "FAILED"
+        assert final.error == "cancelled by the client" and final.output_key is None
+        assert await _balance(c, key) == 1
+        record = await c.svc.keys.authenticate(key)
+        ledger, balance = await ledger_and_balance(c.svc, record.id)
+        assert ledger == balance == 1_000_000
+        # Settling again changes nothing (the refund is paid once).
+        again = await c.svc.jobs.settle_completed(job, "worker-a")
+        assert again is None
+        assert (await ledger_and_balance(c.svc, record.id)) == (1_000_000, 1_000_000)
+
+
 async def test_expired_lease_is_retried_by_another_dispatcher(
     tmp_path: Path, static_runner: LocalRunner
 ) -> None:

@@ -314,9 +314,11 @@ class Dispatcher:
             )
             self._jobs.notifier.job_finished(finished)
             await asyncio.sleep(0)
-        done = await self._jobs.settle_completed(job, self.owner, **values)
-        if not done:
+        final = await self._jobs.settle_completed(job, self.owner, **values)
+        if final is None:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
+        elif final.status is not Status.COMPLETED:  # cancelled while it finished: refunded
+            await self._storage.delete_prefix(f"outputs/{job.id}")
 
     async def _heartbeat(self, job: Job, progress: list[float]) -> None:
         """Renew the lease, publish progress and pick up cancel requests (which may come from

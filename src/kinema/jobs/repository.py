@@ -212,6 +212,7 @@ _FINISH = (
     .returning(*jobs.c)
 )
 _FINISH_OWNED = _FINISH.where(jobs.c.lease_owner == bindparam("b_owner"))
+_FINISH_OWNED_UNCANCELLED = _FINISH_OWNED.where(jobs.c.cancel_requested.is_(False))
 
 
 def finish(
@@ -222,11 +223,12 @@ def finish(
     now: float,
     owner: str | None,
     expected: tuple[Status, ...],
+    unless_cancelled: bool = False,
     **values: Any,
 ) -> Job | None:
-    """Move a job to a final status, only from ``expected`` and (if given) under ``owner``'s lease.
-    Returns the settled job, or None when someone else got there first (callers never settle
-    twice). ``values`` are further columns to set."""
+    """Move a job to a final status, only from ``expected`` and (if given) under ``owner``'s lease
+    — with ``unless_cancelled``, only if no cancel was asked for. Returns the settled job, or
+    None when it did not apply (callers never settle twice). ``values`` are further columns."""
     params = {
         "b_job": job_id,
         "b_expected": [s.value for s in expected],
@@ -235,9 +237,13 @@ def finish(
         "lease_expires_at": None,
         **values,
     }
-    if owner is not None:
+    if owner is None:
+        assert not unless_cancelled, "unless_cancelled needs the lease owner"
+        stmt = _FINISH
+    else:
         params["b_owner"] = owner
-    row = conn.execute(_FINISH if owner is None else _FINISH_OWNED, params).first()
+        stmt = _FINISH_OWNED_UNCANCELLED if unless_cancelled else _FINISH_OWNED
+    row = conn.execute(stmt, params).first()
     return _job(row) if row else None
 
 

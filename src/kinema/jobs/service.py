@@ -136,24 +136,31 @@ class JobService:
         assert job is not None
         return job
 
-    async def settle_completed(self, job: Job, owner: str, **values: Any) -> bool:
+    async def settle_completed(self, job: Job, owner: str, **values: Any) -> Job | None:
+        """COMPLETED with its output — unless a cancel was asked for meanwhile: a client told
+        "cancelled" is never charged, so the job then ends FAILED (cancelled) and refunded.
+        Returns the final job, or None if the lease was lost (someone else settles it)."""
         now = time.time()
-        final = await self._db.write(
-            lambda conn: repo.finish(
+
+        def tx(conn: Connection) -> Job | None:
+            final = repo.finish(
                 conn,
                 job.id,
                 status=Status.COMPLETED,
                 now=now,
                 owner=owner,
                 expected=(Status.PROCESSING,),
+                unless_cancelled=True,
                 progress=1.0,
                 output_expires_at=now + self._settings.retention.output_ttl_s,
                 **values,
             )
-        )
+            return final or _cancel_at_the_end(conn, job, owner, now)
+
+        final = await self._db.write(tx)
         if final is not None:
             self.notifier.job_finished(final)
-        return final is not None
+        return final
 
     async def settle_failed(
         self,
@@ -184,3 +191,19 @@ class JobService:
         if final is not None:
             self.notifier.job_finished(final)
         return final is not None
+
+
+def _cancel_at_the_end(conn: Connection, job: Job, owner: str, now: float) -> Job | None:
+    """A job whose cancel arrived while it finished: FAILED (cancelled) and refunded, once."""
+    final = repo.finish(
+        conn,
+        job.id,
+        status=Status.FAILED,
+        now=now,
+        owner=owner,
+        expected=(Status.PROCESSING,),
+        error=CANCELLED,
+    )
+    if final is not None:
+        billing.refund(conn, job.key_id, job.id, job.price_micros, now=now, note=CANCELLED)
+    return final
