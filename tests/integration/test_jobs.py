@@ -278,6 +278,31 @@ async def test_a_cancel_that_arrives_while_the_job_finishes_wins_and_refunds(
         assert (await ledger_and_balance(c.svc, record.id)) == (1_000_000, 1_000_000)
 
 
+async def test_sync_timeout_is_504_then_cancelled_and_refunded(
+    tmp_path: Path, slow_runner: LocalRunner
+) -> None:
+    settings = video_settings(tmp_path, "test-slow-video", server={"sync_timeout_s": 0.3})
+    async with app_context(settings, slow_runner) as c:
+        key = await c.key(credits=5)
+        r = await c.client.post(
+            "/v1/kling-3-standard-image2video", json=VIDEO_BODY, headers={"x-api-key": key}
+        )
+        assert r.status_code == 504
+        assert "did not finish within 0.3 s" in r.json()["error"]
+        rid = r.headers["x-request-id"]
+        # The worker stops at its next step; the job ends FAILED and the price comes back.
+        for _ in range(200):
+            job = await c.svc.jobs.get(rid)
+            if job is not None and job.status.final:
+                break
+            await asyncio.sleep(0.02)
+        assert job is not None and job.status.value == "FAILED"
+        assert await _balance(c, key) == 5
+        record = await c.svc.keys.authenticate(key)
+        ledger, balance = await ledger_and_balance(c.svc, record.id)
+        assert ledger == balance == 5_000_000
+
+
 async def test_expired_lease_is_retried_by_another_dispatcher(
     tmp_path: Path, static_runner: LocalRunner
 ) -> None:

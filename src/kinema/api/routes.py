@@ -50,11 +50,14 @@ async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
     known = sub.job if sub.job.status is Status.PROCESSING else None
     job = await svc.jobs.wait_final(sub.job.id, svc.settings.server.sync_timeout_s, known=known)
     if not job.status.final:
-        await svc.jobs.cancel(job, reason="generation timed out (sync wait)")
-        raise GenerationTimeout(
-            f"generation did not finish within {svc.settings.server.sync_timeout_s:g} s; "
-            "it was cancelled and refunded (use the v2 endpoint for long generations)"
-        )
+        job = await svc.jobs.cancel(job, reason="generation timed out (sync wait)")
+        if job.status is not Status.COMPLETED:  # unless it completed just now: then answer it
+            timeout = GenerationTimeout(
+                f"generation did not finish within {svc.settings.server.sync_timeout_s:g} s; "
+                "it was cancelled and refunded (use the v2 endpoint for long generations)"
+            )
+            timeout.headers = {"x-request-id": job.id}
+            raise timeout
     # Completed: the reservation taken at submit is the charge, so that balance is still "after
     # this request"; otherwise the refund changed it.
     balance = sub.balance_micros
