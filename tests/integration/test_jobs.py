@@ -303,6 +303,40 @@ async def test_sync_timeout_is_504_then_cancelled_and_refunded(
         assert ledger == balance == 5_000_000
 
 
+async def test_concurrent_sync_and_async_requests_all_complete_and_are_charged_once(
+    tmp_path: Path, static_runner: LocalRunner
+) -> None:
+    """Sync requests racing async ones for one worker: some are handed straight to the slot,
+    the rest queue; every one completes, in the books exactly once."""
+    async with app_context(make_settings(tmp_path), static_runner) as c:
+        key = await c.key(credits=10)
+        h = {"x-api-key": key}
+        body = {"image_url": B64, "prompt": "x"}
+
+        async def sync() -> int:
+            r = await c.client.post("/v1/kling-3-image2image", json=body, headers=h)
+            assert r.headers["content-type"] == "image/png"
+            return r.status_code
+
+        async def submit() -> str:
+            r = await c.client.post("/v2/kling-3-image2image", json=body, headers=h)
+            return str(r.json()["request_id"])
+
+        results = await asyncio.gather(*(sync() if n % 2 else submit() for n in range(12)))
+        assert [r for r in results if isinstance(r, int)] == [200] * 6
+        for rid in (r for r in results if isinstance(r, str)):
+            await wait_status(c.client, key, rid, "COMPLETED")
+        for _ in range(100):  # sync rows settle just after their answers
+            rows = await c.svc.db.read(lambda conn: conn.execute(select(jobs.c.status)).all())
+            if all(row.status == "COMPLETED" for row in rows):
+                break
+            await asyncio.sleep(0.02)
+        assert len(rows) == 12 and all(row.status == "COMPLETED" for row in rows)
+        record = await c.svc.keys.authenticate(key)
+        ledger, balance = await ledger_and_balance(c.svc, record.id)
+        assert ledger == balance == 10_000_000 - 12 * 35_000
+
+
 async def test_expired_lease_is_retried_by_another_dispatcher(
     tmp_path: Path, static_runner: LocalRunner
 ) -> None:
