@@ -155,7 +155,8 @@ class JobService:
                 output_expires_at=now + self._settings.retention.output_ttl_s,
                 **values,
             )
-            return final or _cancel_at_the_end(conn, job, owner, now)
+            # A cancel arrived while it finished: FAILED (cancelled) and refunded instead.
+            return final or _fail_and_refund(conn, job, CANCELLED, owner, (Status.PROCESSING,), now)
 
         final = await self._db.write(tx)
         if final is not None:
@@ -173,37 +174,26 @@ class JobService:
         """FAILED + full refund, once; False if the job was already settled by someone else."""
         now = time.time()
 
-        def tx(conn: Connection) -> Job | None:
-            final = repo.finish(
-                conn,
-                job.id,
-                status=Status.FAILED,
-                now=now,
-                owner=owner,
-                expected=expected,
-                error=error,
-            )
-            if final is not None:
-                billing.refund(conn, job.key_id, job.id, job.price_micros, now=now, note=error)
-            return final
-
-        final = await self._db.write(tx)
+        final = await self._db.write(
+            lambda conn: _fail_and_refund(conn, job, error, owner, expected, now)
+        )
         if final is not None:
             self.notifier.job_finished(final)
         return final is not None
 
 
-def _cancel_at_the_end(conn: Connection, job: Job, owner: str, now: float) -> Job | None:
-    """A job whose cancel arrived while it finished: FAILED (cancelled) and refunded, once."""
+def _fail_and_refund(
+    conn: Connection,
+    job: Job,
+    error: str,
+    owner: str | None,
+    expected: tuple[Status, ...],
+    now: float,
+) -> Job | None:
+    """FAILED with ``error`` and the reservation refunded, once; None if it did not apply."""
     final = repo.finish(
-        conn,
-        job.id,
-        status=Status.FAILED,
-        now=now,
-        owner=owner,
-        expected=(Status.PROCESSING,),
-        error=CANCELLED,
+        conn, job.id, status=Status.FAILED, now=now, owner=owner, expected=expected, error=error
     )
     if final is not None:
-        billing.refund(conn, job.key_id, job.id, job.price_micros, now=now, note=CANCELLED)
+        billing.refund(conn, job.key_id, job.id, job.price_micros, now=now, note=error)
     return final
