@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from kinema.api.endpoints import ENDPOINTS
+from kinema.jobs import dispatcher as dispatcher_module
 from kinema.jobs import repository as repo
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.runners.local import LocalRunner
@@ -335,6 +336,37 @@ async def test_concurrent_sync_and_async_requests_all_complete_and_are_charged_o
         record = await c.svc.keys.authenticate(key)
         ledger, balance = await ledger_and_balance(c.svc, record.id)
         assert ledger == balance == 10_000_000 - 12 * 35_000
+
+
+async def test_a_sync_answer_is_final_at_once_for_status_reads(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settle of a sync job runs a moment after its answer; a status or result read in that
+    moment already sees COMPLETED (from this process's announcement), then the row does."""
+    monkeypatch.setattr(dispatcher_module, "SETTLE_AFTER_ANSWER_S", 0.3)  # a moment made long
+    key = await ctx.key(credits=1)
+    h = {"x-api-key": key}
+    r = await ctx.client.post(
+        "/v1/kling-3-image2image", json={"image_url": B64, "prompt": "x"}, headers=h
+    )
+    assert r.status_code == 200
+    rid = r.headers["x-request-id"]
+    stored = await ctx.svc.db.read(lambda conn: repo.get(conn, rid))
+    assert stored is not None and stored.status.value == "PROCESSING"  # not settled yet
+    status = await ctx.client.get(f"/v2/requests/{rid}/status", headers=h)
+    assert status.json()["status"] == "COMPLETED"
+    result = (await ctx.client.get(f"/v2/requests/{rid}", headers=h)).json()
+    assert result["status"] == "COMPLETED" and result["output"]
+    assert (await ctx.client.get(result["output"])).content == r.content
+    await wait_status(ctx.client, key, rid, "COMPLETED")
+    for _ in range(100):
+        stored = await ctx.svc.db.read(lambda conn: repo.get(conn, rid))
+        if stored is not None and stored.status.value == "COMPLETED":
+            break
+        await asyncio.sleep(0.02)
+    assert stored is not None and stored.status.value == "COMPLETED"
+    record = await ctx.svc.keys.authenticate(key)
+    assert await ledger_and_balance(ctx.svc, record.id) == (965_000, 965_000)
 
 
 async def test_expired_lease_is_retried_by_another_dispatcher(

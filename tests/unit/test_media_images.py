@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,15 @@ from kinema.media.images import (
     decode_image,
     encode_image,
     fit_image,
+    verify_image,
 )
 
 pytestmark = pytest.mark.unit
 
 FIELD = "image_url"
+CHECKS = pytest.mark.parametrize("check", [decode_image, verify_image], ids=["decode", "verify"])
+"""Everything decode_image refuses, verify_image (the API's check) refuses the same way."""
+Check = Callable[..., Image.Image]
 
 
 def _gradient(width: int = 64, height: int = 48) -> Image.Image:
@@ -105,46 +110,52 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "is not a readable image"),
     ],
 )
-def test_garbage_is_refused(data: bytes, message: str) -> None:
+@CHECKS
+def test_garbage_is_refused(data: bytes, message: str, check: Check) -> None:
     with pytest.raises(InvalidInput, match=rf"^{FIELD}: {message}"):
-        decode_image(data, field=FIELD)
+        check(data, field=FIELD)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
-def test_truncated_images_are_refused(fmt: str) -> None:
+@CHECKS
+def test_truncated_images_are_refused(fmt: str, check: Check) -> None:
     data = _save(_gradient(256, 256), fmt)
     with pytest.raises(InvalidInput, match=rf"^{FIELD}: corrupt"):
-        decode_image(data[: len(data) * 2 // 3], field=FIELD)
+        check(data[: len(data) * 2 // 3], field=FIELD)
 
 
-def test_flipped_byte_in_png_fails_the_crc_check() -> None:
+@CHECKS
+def test_flipped_byte_in_png_fails_the_crc_check(check: Check) -> None:
     data = bytearray(_save(_gradient(), "PNG"))
     data[len(data) // 2] ^= 0xFF
     with pytest.raises(InvalidInput, match=rf"^{FIELD}: corrupt"):
-        decode_image(bytes(data), field=FIELD)
+        check(bytes(data), field=FIELD)
 
 
-def test_unlisted_formats_are_refused() -> None:
+@CHECKS
+def test_unlisted_formats_are_refused(check: Check) -> None:
     assert "TIFF" not in ALLOWED_FORMATS
     with pytest.raises(
         InvalidInput,
         match=r"is not a readable image \(supported formats: BMP, GIF, JPEG, PNG, WEBP\)$",
     ):
-        decode_image(_save(_gradient(), "TIFF"), field=FIELD)
+        check(_save(_gradient(), "TIFF"), field=FIELD)
 
 
-def test_pixel_limit_is_checked_from_the_header() -> None:
+@CHECKS
+def test_pixel_limit_is_checked_from_the_header(check: Check) -> None:
     data = _save(_gradient(64, 48), "PNG")
     with pytest.raises(InvalidInput, match=r"is 64x48, more than the 3000 pixel limit"):
-        decode_image(data, field=FIELD, max_pixels=3000)
-    assert decode_image(data, field=FIELD, max_pixels=64 * 48).size == (64, 48)
+        check(data, field=FIELD, max_pixels=3000)
+    assert check(data, field=FIELD, max_pixels=64 * 48).size == (64, 48)
 
 
 @pytest.mark.parametrize("side", [8000, 10_000, 100_000])
-def test_decompression_bombs_are_refused(side: int) -> None:
+@CHECKS
+def test_decompression_bombs_are_refused(side: int, check: Check) -> None:
     # 8000² passes Pillow's guard but not ours; 10000² makes Pillow warn, 100000² raise.
     with pytest.raises(InvalidInput, match=rf"^{FIELD}: image .*pixel"):
-        decode_image(_png_header_only(side, side), field=FIELD)
+        check(_png_header_only(side, side), field=FIELD)
 
 
 @pytest.mark.parametrize("fmt", sorted(IMAGE_MIME))

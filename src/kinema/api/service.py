@@ -29,7 +29,7 @@ from kinema.jobs.dispatcher import Dispatcher, Handoff, input_path
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, is_url, load_media
-from kinema.media.images import decode_image
+from kinema.media.images import verify_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
 from kinema.voices.service import VoiceService
@@ -194,7 +194,7 @@ class GenerationService:
     async def _fetch(self, ref: MediaRef) -> bytes:
         data = await self.fetch(ref.value, field=ref.field)
         verify = functools.partial(
-            decode_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
+            verify_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
         )
         # Small images decode in well under a millisecond: inline beats a thread hop.
         if len(data) <= INLINE_DECODE_BYTES:

@@ -1,9 +1,8 @@
 """SQL for keys and the credit ledger. Every function takes an open connection so that callers
 compose them into one transaction (reserve + insert job).
 
-Statements on the request path are built once with bound parameters and executed with values:
-building a statement with literal values costs SQLAlchemy more (coercion and a cache key over
-every value) than SQLite takes to run it."""
+Statements on the request path are built once with bound parameters and run as
+:class:`~kinema.store.prepared.Prepared` (on SQLite, straight on the driver)."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, bindparam, exists, func, insert, select, update
 
+from kinema.store.prepared import Prepared
 from kinema.store.tables import api_keys, credit_ledger
 
 
@@ -58,7 +58,7 @@ def insert_key(conn: Connection, record: KeyRecord, key_hash: str) -> None:
     )
 
 
-_BY_HASH = select(api_keys).where(api_keys.c.key_hash == bindparam("hash"))
+_BY_HASH = Prepared(select(api_keys).where(api_keys.c.key_hash == bindparam("hash")))
 _AMOUNT = bindparam("amount", type_=BigInteger)
 _MOVE = (
     update(api_keys)
@@ -66,12 +66,13 @@ _MOVE = (
     .values(balance_micros=api_keys.c.balance_micros + _AMOUNT)
     .returning(api_keys.c.balance_micros)
 )
-_MOVE_COVERED = _MOVE.where(api_keys.c.balance_micros + _AMOUNT >= 0)
-_LEDGER = insert(credit_ledger)
+_MOVE_COVERED = Prepared(_MOVE.where(api_keys.c.balance_micros + _AMOUNT >= 0))
+_MOVE_ANY = Prepared(_MOVE)
+_LEDGER = Prepared(insert(credit_ledger))
 
 
 def by_hash(conn: Connection, key_hash: str) -> KeyRecord | None:
-    row = conn.execute(_BY_HASH, {"hash": key_hash}).first()
+    row = _BY_HASH.first(conn, {"hash": key_hash})
     return _record(row) if row else None
 
 
@@ -117,13 +118,13 @@ def _move(
 ) -> int | None:
     """Add ``amount`` (negative to take) to the balance and append the ledger row.
     With ``require_cover`` the move happens only if the balance stays ≥ 0; returns None if not."""
-    stmt = _MOVE_COVERED if require_cover else _MOVE
-    row = conn.execute(stmt, {"key": key_id, "amount": amount}).first()
+    stmt = _MOVE_COVERED if require_cover else _MOVE_ANY
+    row = stmt.first(conn, {"key": key_id, "amount": amount})
     if row is None:
         return None
     after = int(row[0])
-    conn.execute(
-        _LEDGER,
+    _LEDGER.rows(
+        conn,
         {
             "key_id": key_id,
             "job_id": job_id,

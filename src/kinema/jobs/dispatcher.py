@@ -29,6 +29,9 @@ from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 
+SETTLE_AFTER_ANSWER_S = 0.002
+"""How long a sync job's settle waits after its answer (see Dispatcher._complete)."""
+
 
 class Dispatcher:
     def __init__(
@@ -163,6 +166,9 @@ class Dispatcher:
         """Run a job inserted under the lease of ``handoff``, its inputs in ``handoff.workdir``."""
         self._reserved -= 1
         self._launch(job, handoff.workdir)
+        # The next hand-off's scratch directory, made once this job is on its way to the
+        # worker (the callback runs after the job's task has sent it).
+        asyncio.get_running_loop().call_soon(self._make_spare)
 
     def _free_slots(self) -> int:
         return self._runner.capacity - len(self._running) - self._reserved
@@ -307,13 +313,16 @@ class Dispatcher:
         }
         if job.sync:
             # The output is stored and its price was taken at submit: the waiting client gets
-            # its answer first, the COMPLETED row right after (one loop turn). A crash in between
-            # leaves the job to its lease: it runs again and is still charged once.
+            # its answer first, the COMPLETED row a moment later, once the client's next request
+            # (sent as soon as it has read this answer) is on its way to a worker — the settle
+            # and clean-up then cost it nothing. A crash in between leaves the job to its lease:
+            # it runs again and is still charged once. Readers in this process see the final
+            # job meanwhile (JobService.get consults the notifier).
             finished = dataclasses.replace(
                 job, status=Status.COMPLETED, progress=1.0, finished_at=time.time(), **values
             )
             self._jobs.notifier.job_finished(finished)
-            await asyncio.sleep(0)
+            await asyncio.sleep(SETTLE_AFTER_ANSWER_S)
         final = await self._jobs.settle_completed(job, self.owner, **values)
         if final is None:
             log.warning("job %s finished after losing its lease; result discarded", job.id)

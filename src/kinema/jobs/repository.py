@@ -1,11 +1,13 @@
 """SQL for jobs, in one place. Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the
 database-wide write lock (BEGIN IMMEDIATE) gives the same exclusivity.
 
-Statements that every job runs (insert, get, claim, lease renewal, settle) are built once with
-bound parameters (see billing/repository.py for why)."""
+Statements that every job runs (insert, get, claim, lease renewal, settle, the dispatcher's
+scans) are built once with bound parameters and run as :class:`~kinema.store.prepared.Prepared`
+(on SQLite, straight on the driver)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +24,7 @@ from sqlalchemy import (
 )
 
 from kinema.jobs.models import Job, Lease, NewJob, Status
+from kinema.store.prepared import Prepared
 from kinema.store.tables import jobs
 
 
@@ -54,8 +57,8 @@ def _job(row: Any) -> Job:
     )
 
 
-_INSERT = insert(jobs)
-_GET = select(jobs).where(jobs.c.id == bindparam("job"))
+_INSERT = Prepared(insert(jobs))
+_GET = Prepared(select(jobs).where(jobs.c.id == bindparam("job")))
 
 
 def insert_job(
@@ -72,8 +75,8 @@ def insert_job(
             "started_at": now,
             "progress": 0.0,
         }
-    conn.execute(
-        _INSERT,
+    _INSERT.rows(
+        conn,
         {
             "id": new.id,
             "key_id": new.key_id,
@@ -99,7 +102,7 @@ def insert_job(
 
 
 def get(conn: Connection, job_id: str) -> Job | None:
-    row = conn.execute(_GET, {"job": job_id}).first()
+    row = _GET.first(conn, {"job": job_id})
     return _job(row) if row else None
 
 
@@ -111,7 +114,7 @@ def by_idempotency_key(conn: Connection, key_id: str, idem: str) -> Job | None:
 
 
 _NOW: BindParameter[float] = bindparam("b_now")
-_CANDIDATES = (
+_RUNNABLE = (
     select(jobs.c.id)
     .where(
         or_(
@@ -124,12 +127,13 @@ _CANDIDATES = (
     .order_by(jobs.c.created_at)
     .limit(bindparam("b_limit"))
 )
+_CANDIDATES = Prepared(_RUNNABLE)
 
 
 def has_runnable(conn: Connection, *, now: float, max_attempts: int) -> bool:
     """Whether :func:`claim` would find a job now."""
     params = {"b_now": now, "b_max_attempts": max_attempts, "b_limit": 1}
-    return conn.execute(_CANDIDATES, params).first() is not None
+    return _CANDIDATES.first(conn, params) is not None
 
 
 def _claim_statement(candidates: Any) -> Any:
@@ -148,8 +152,8 @@ def _claim_statement(candidates: Any) -> Any:
     )
 
 
-_CLAIM = _claim_statement(_CANDIDATES)
-_CLAIM_SKIP_LOCKED = _claim_statement(_CANDIDATES.with_for_update(skip_locked=True))
+_CLAIM = Prepared(_claim_statement(_RUNNABLE))
+_CLAIM_SKIP_LOCKED = Prepared(_claim_statement(_RUNNABLE.with_for_update(skip_locked=True)))
 
 
 def claim(
@@ -165,23 +169,26 @@ def claim(
         "b_owner": owner,
         "b_until": now + lease_s,
     }
-    rows = conn.execute(stmt, params)
+    rows = stmt.rows(conn, params)
     return sorted((_job(r) for r in rows), key=lambda job: job.created_at)
+
+
+_ABANDONED = Prepared(
+    select(jobs).where(
+        jobs.c.status == Status.PROCESSING.value,
+        jobs.c.lease_expires_at < _NOW,
+        jobs.c.attempts >= bindparam("b_max_attempts"),
+    )
+)
 
 
 def abandoned(conn: Connection, *, now: float, max_attempts: int) -> list[Job]:
     """Jobs whose runner died once too often: lease expired with no attempts left."""
-    rows = conn.execute(
-        select(jobs).where(
-            jobs.c.status == Status.PROCESSING.value,
-            jobs.c.lease_expires_at < now,
-            jobs.c.attempts >= max_attempts,
-        )
-    )
+    rows = _ABANDONED.rows(conn, {"b_now": now, "b_max_attempts": max_attempts})
     return [_job(r) for r in rows]
 
 
-_RENEW = (
+_RENEW = Prepared(
     update(jobs)
     .where(
         jobs.c.id == bindparam("b_job"),
@@ -199,20 +206,27 @@ def renew_lease(
     params: dict[str, Any] = {"b_job": job_id, "b_owner": owner, "lease_expires_at": until}
     if progress is not None:
         params["progress"] = progress
-    row = conn.execute(_RENEW, params).first()
+    row = _RENEW.first(conn, params)
     return None if row is None else bool(row[0])
 
 
-_FINISH = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_job"),
-        jobs.c.status.in_(bindparam("b_expected", expanding=True)),
+@functools.cache
+def _finish_statement(
+    expected: tuple[Status, ...], owned: bool, unless_cancelled: bool
+) -> Prepared:
+    stmt = (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("b_job"),
+            or_(*(jobs.c.status == s.value for s in expected)),  # IN (...) would expand per call
+        )
+        .returning(*jobs.c)
     )
-    .returning(*jobs.c)
-)
-_FINISH_OWNED = _FINISH.where(jobs.c.lease_owner == bindparam("b_owner"))
-_FINISH_OWNED_UNCANCELLED = _FINISH_OWNED.where(jobs.c.cancel_requested.is_(False))
+    if owned:
+        stmt = stmt.where(jobs.c.lease_owner == bindparam("b_owner"))
+    if unless_cancelled:
+        stmt = stmt.where(jobs.c.cancel_requested.is_(False))
+    return Prepared(stmt)
 
 
 def finish(
@@ -231,19 +245,15 @@ def finish(
     None when it did not apply (callers never settle twice). ``values`` are further columns."""
     params = {
         "b_job": job_id,
-        "b_expected": [s.value for s in expected],
         "status": status.value,
         "finished_at": now,
         "lease_expires_at": None,
         **values,
     }
-    if owner is None:
-        assert not unless_cancelled, "unless_cancelled needs the lease owner"
-        stmt = _FINISH
-    else:
+    assert owner is not None or not unless_cancelled, "unless_cancelled needs the lease owner"
+    if owner is not None:
         params["b_owner"] = owner
-        stmt = _FINISH_OWNED_UNCANCELLED if unless_cancelled else _FINISH_OWNED
-    row = conn.execute(stmt, params).first()
+    row = _finish_statement(expected, owner is not None, unless_cancelled).first(conn, params)
     return _job(row) if row else None
 
 

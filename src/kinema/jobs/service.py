@@ -81,7 +81,12 @@ class JobService:
         return earlier
 
     async def get(self, job_id: str) -> Job | None:
-        return await self._db.read(lambda conn: repo.get(conn, job_id))
+        """The job as stored — or as this process announced it final, when its settle is still
+        on the way (a sync job is answered a moment before its row says COMPLETED)."""
+        job = await self._db.read(lambda conn: repo.get(conn, job_id))
+        if job is not None and not job.status.final:
+            return self.notifier.recent(job_id) or job
+        return job
 
     async def get_for_key(self, job_id: str, key_id: str) -> Job:
         """The job if ``key_id`` submitted it and it has not expired; else 404 (never 403, so ids

@@ -36,6 +36,13 @@ def decode_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Im
     empty, corrupt, truncated or unsupported data and for images over ``max_pixels`` pixels
     (checked from the header, before any pixel is decoded).
     """
+    return _to_rgb(_upright(verify_image(data, field=field, max_pixels=max_pixels)))
+
+
+def verify_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Image.Image:
+    """The checks of :func:`decode_image` — format, pixel limit, structure, every pixel
+    decodable — without orientation or colour conversion (what the API needs to accept an
+    input). Returns the image as stored, fully loaded."""
     if not data:
         raise InvalidInput(f"{field}: image data is empty")
     _verify(data, field=field, max_pixels=max_pixels)
@@ -44,7 +51,7 @@ def decode_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Im
         image.load()
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidInput(f"{field}: corrupt or truncated image ({exc})") from exc
-    return _to_rgb(_upright(image))
+    return image
 
 
 def _open(data: bytes, *, field: str, max_pixels: int) -> Image.Image:

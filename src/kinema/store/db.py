@@ -22,6 +22,7 @@ into one transaction function, so "reserve credits + insert job" is one transact
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, RootTransaction, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -89,13 +90,18 @@ class SQLiteDatabase:
         )
         # The event loop's connection never waits and never checkpoints.
         self._inline: Engine = create_sync_engine(
-            f"sqlite:///{path}", echo=echo, connect_args={**args, "timeout": 0}, pool_size=1
+            f"sqlite:///{path}", echo=echo, connect_args={**args, "timeout": 0}, pool_size=2
         )
         for engine in (self._engine, self._inline):
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
         event.listen(self._inline, "connect", _no_autocheckpoint)
         self._reader = self._inline.execution_options(kinema_read=True)
+        self._writer = self._inline.execution_options(kinema_begun=True)
+        self._reading: Connection | None = None
+        self._writing: Connection | None = None
+        """The loop's two connections, opened on first use and kept (a pool checkout per
+        transaction cost more than the transaction)."""
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kinema-sqlite-w")
         self._since_checkpoint = 0
         self._checkpoint: Future[None] | None = None
@@ -108,43 +114,47 @@ class SQLiteDatabase:
         # Reads here are indexed lookups or bounded scans (LIMIT) on a WAL snapshot. SQLite can
         # still answer BUSY in rare moments (another process recovering the WAL): then the read,
         # which has no side effects, is run again by the writer thread, which waits.
+        conn = self._reading = _usable(self._reading, self._reader)
         try:
-            with self._reader.connect() as conn:
-                return fn(conn)
-        except OperationalError as exc:
+            return fn(conn)
+        except (OperationalError, sqlite3.OperationalError) as exc:
             if not _is_busy(exc):
                 raise
+        finally:
+            if conn.in_transaction():  # SQLAlchemy's autobegin; SQLite itself holds nothing
+                conn.rollback()
         return await self._in_thread(self._read_sync, fn)
 
     async def write(self, fn: Tx[T]) -> T:
         if self._checkpoint is None or self._checkpoint.done():
-            begun = self._begin_inline()
-            if begun is not None:
-                conn, transaction = begun
-                with conn, transaction:  # commits, or rolls back if fn raises
+            conn = self._begin_inline()
+            if conn is not None:
+                with conn.begin():  # commits, or rolls back if fn raises
                     result = fn(conn)
                 self._committed_inline()
                 return result
         return await self._in_thread(self._write_sync, fn)
 
-    def _begin_inline(self) -> tuple[Connection, RootTransaction] | None:
+    def _begin_inline(self) -> Connection | None:
         """The loop's connection holding the write lock, or None when another connection holds
-        it (or held it while this one was being opened)."""
-        conn = None
+        it. Kept open between transactions; ``BEGIN IMMEDIATE`` goes straight to the driver."""
+        conn = self._writing = _usable(self._writing, self._writer)
         try:
-            conn = self._inline.connect()
-            return conn, conn.begin()
-        except OperationalError as exc:
-            if conn is not None:
-                conn.close()
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
             return None
+        return conn
 
     async def migrate(self) -> None:
         await self._in_thread(self._write_sync, upgrade)
 
     async def dispose(self) -> None:
+        for conn in (self._reading, self._writing):
+            if conn is not None:
+                conn.close()
+        self._reading = self._writing = None
         self._writes.shutdown(wait=True)
         self._engine.dispose()
         self._inline.dispose()
@@ -172,8 +182,15 @@ class SQLiteDatabase:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _is_busy(exc: OperationalError) -> bool:
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+def _usable(conn: Connection | None, engine: Engine) -> Connection:
+    return (
+        conn if conn is not None and not conn.closed and not conn.invalidated else engine.connect()
+    )
+
+
+def _is_busy(exc: OperationalError | sqlite3.OperationalError) -> bool:
+    message = str(exc.orig if isinstance(exc, OperationalError) else exc)
+    return "locked" in message or "busy" in message
 
 
 def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
@@ -192,9 +209,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: Connection) -> None:
     # Reads run statement by statement in autocommit (WAL snapshots, no lock); writes take the
-    # write lock up front.
-    if not conn.get_execution_options().get("kinema_read"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # write lock up front (the loop's connection has taken it already).
+    options = conn.get_execution_options()
+    if not options.get("kinema_read") and not options.get("kinema_begun"):
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 class PostgresDatabase:
