@@ -5,7 +5,11 @@ In one run, on loopback:
       engine + conform + encode work, called in-process): the added milliseconds at p50/p95.
       Sequential requests on one keep-alive connection from the standard library's http.client
       (the leanest client, so the figure is the server's); for scale, the same client's round
-      trip to a bare FastAPI endpoint that answers a PNG of the same size (the HTTP floor);
+      trip to a bare FastAPI endpoint that answers a PNG of the same size (the HTTP floor), and
+      to a bare endpoint that hands each request to a helper process over a pipe, which works
+      (spins) as long as the engine does before it answers (the floor for a request that waits
+      on another process for that long: the same process hop, and the same wake-ups of idle
+      processes, which cost this 2-vCPU VM far more than a back-to-back request does);
   (b) v2 submit throughput (requests/s at a fixed concurrency) vs a bare FastAPI endpoint that
       does one SQLite insert per request, both served by uvicorn the same way. Kinema is measured
       as an API-only replica (engines.workers = 0: generation runs elsewhere, as on a GPU
@@ -84,15 +88,33 @@ def start_kinema(
     return proc, key
 
 
-def start_bare(data_dir: Path, port: int, png_size: int) -> subprocess.Popen[bytes]:
-    code = BARE_APP.format(db=str(data_dir / "bare.db"), port=port, png_size=png_size)
+def start_bare(data_dir: Path, port: int, png_size: int, work_s: float) -> subprocess.Popen[bytes]:
+    code = BARE_APP.format(
+        db=str(data_dir / "bare.db"),
+        port=port,
+        png_size=png_size,
+        helper=HELPER,
+        work_line=f"{work_s:.6f}\n".encode(),
+    )
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
+HELPER = """
+import sys, time
+for line in sys.stdin:
+    t = time.perf_counter()
+    end = t + float(line)
+    while time.perf_counter() < end:
+        pass
+    sys.stdout.write(f"{time.perf_counter() - t:.6f}\\n")
+    sys.stdout.flush()
+"""
+"""The bare app's stand-in worker: spins as long as asked, answers how long it took."""
+
 BARE_APP = """
-import aiosqlite, uuid, time, uvicorn
+import aiosqlite, asyncio, sys, uuid, time, uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 app = FastAPI()
@@ -117,6 +139,20 @@ PNG = bytes({png_size})
 async def sync(slug: str, request: Request):
     await request.body()
     return Response(PNG, media_type="image/png", headers={{"x-generation-time": "0.000"}})
+HELPER = {helper!r}
+@app.on_event("startup")
+async def helper():
+    state["helper"] = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HELPER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+@app.post("/v1-worker/{{slug}}")
+async def via_worker(slug: str, request: Request):
+    await request.body()
+    helper = state["helper"]
+    helper.stdin.write({work_line!r})
+    await helper.stdin.drain()
+    took = (await helper.stdout.readline()).decode().strip()
+    return Response(PNG, media_type="image/png", headers={{"x-generation-time": took}})
 @app.get("/healthz")
 async def health():
     return {{"status": "ok"}}
@@ -163,7 +199,9 @@ def engine_alone(image_b64: str, n: int) -> list[float]:
     return times
 
 
-def v1_round_trips(port: int, key: str, image_b64: str, n: int) -> tuple[list[float], list[float]]:
+def v1_round_trips(
+    port: int, key: str, image_b64: str, n: int, path: str = f"/v1/{SLUG}"
+) -> tuple[list[float], list[float]]:
     """``n`` sequential sync calls on one keep-alive connection: round trips and the server's
     ``x-generation-time`` for each."""
     body = json.dumps({"image_url": image_b64, "prompt": "x"})
@@ -173,7 +211,7 @@ def v1_round_trips(port: int, key: str, image_b64: str, n: int) -> tuple[list[fl
     try:
         for _ in range(n):
             t0 = time.perf_counter()
-            conn.request("POST", f"/v1/{SLUG}", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             totals.append(time.perf_counter() - t0)
@@ -206,22 +244,34 @@ async def submit_throughput(url: str, key: str, image_b64: str, n: int, conc: in
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     image = small_png()
+    alone = engine_alone(image, args.v1_requests)
     with tempfile.TemporaryDirectory() as tmp:
         kport, bport = free_port(), free_port()
         aport = free_port()
         kinema, key = start_kinema(Path(tmp) / "kinema", kport)
         api_only, akey = start_kinema(Path(tmp) / "api-only", aport, workers=0)
-        bare = start_bare(Path(tmp), bport, png_size=OUTPUT_PNG_BYTES)
+        work_s = statistics.median(alone)
+        bare = start_bare(Path(tmp), bport, png_size=OUTPUT_PNG_BYTES, work_s=work_s)
         procs = (kinema, api_only, bare)
         try:
             kurl, burl = f"http://127.0.0.1:{kport}", f"http://127.0.0.1:{bport}"
             aurl = f"http://127.0.0.1:{aport}"
             await asyncio.gather(wait_healthy(kurl), wait_healthy(burl), wait_healthy(aurl))
-            alone = engine_alone(image, args.v1_requests)
             v1_round_trips(bport, "-", image, 10)  # warm-up
             floor, _ = v1_round_trips(bport, "-", image, args.v1_requests)
+            via = f"/v1-worker/{SLUG}"
+            v1_round_trips(bport, "-", image, 10, via)
             v1_round_trips(kport, key, image, 10)
-            totals, gen = v1_round_trips(kport, key, image, args.v1_requests)
+            # Alternating blocks, so that both see the same phases of a drifting VM.
+            totals, gen, w_totals, w_gen = [], [], [], []
+            block = max(1, args.v1_requests // 4)
+            for _ in range(4):
+                t, g = v1_round_trips(kport, key, image, block)
+                totals += t
+                gen += g
+                t, g = v1_round_trips(bport, "-", image, block, via)
+                w_totals += t
+                w_gen += g
             n, c = args.requests, args.concurrency
             bare_rps = await submit_throughput(burl, "-", image, n, c)
             api_rps = await submit_throughput(aurl, akey, image, n, c)
@@ -231,6 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.terminate()
                 proc.wait(timeout=30)
     added = [t - g for t, g in zip(totals, gen, strict=True)]
+    worker_floor = [t - g for t, g in zip(w_totals, w_gen, strict=True)]
     ms = 1000.0
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -243,6 +294,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "generation_p50_ms": statistics.median(gen) * ms,
             "added_p50_ms": statistics.median(added) * ms,
             "added_p95_ms": percentile(added, 0.95) * ms,
+            "worker_floor_p50_ms": statistics.median(worker_floor) * ms,
+            "kinema_own_p50_ms": (statistics.median(added) - statistics.median(worker_floor)) * ms,
             "target_added_p50_ms": 3.0,
         },
         "v2_submit": {
@@ -267,6 +320,16 @@ def print_table(result: dict[str, Any]) -> None:
         ("v1 generation (x-generation-time) p50 (ms)", f"{v1['generation_p50_ms']:.2f}", ""),
         ("v1 added by the gateway p50 (ms)", f"{v1['added_p50_ms']:.2f}", "target ≤ 3"),
         ("v1 added by the gateway p95 (ms)", f"{v1['added_p95_ms']:.2f}", ""),
+        (
+            "v1 floor with a worker hop (bare FastAPI + pipe helper) p50 (ms)",
+            f"{v1['worker_floor_p50_ms']:.2f}",
+            "",
+        ),
+        (
+            "v1 Kinema's own part (added − that floor) p50 (ms)",
+            f"{v1['kinema_own_p50_ms']:.2f}",
+            "",
+        ),
         (
             f"v2 submit, bare FastAPI+SQLite insert (req/s, c={v2['concurrency']})",
             f"{v2['bare_rps']:.0f}",

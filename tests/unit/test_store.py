@@ -78,6 +78,31 @@ async def test_a_failed_transaction_rolls_back(tmp_path: Path) -> None:
     await db.dispose()
 
 
+async def test_a_commit_that_fails_rolls_back_and_the_next_write_works(tmp_path: Path) -> None:
+    # A deferred foreign key is checked at COMMIT: the commit itself fails.
+    db = await _database(tmp_path)
+    await db.write(
+        lambda conn: conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    )
+    await db.write(
+        lambda conn: conn.exec_driver_sql(
+            "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    )
+
+    def orphan(conn: Connection) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("INSERT INTO t VALUES (7)")
+        driver.execute("INSERT INTO child VALUES (99)")  # no parent 99
+
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await db.write(orphan)
+    await db.write(_insert(2))
+    assert await db.read(_values) == [2]  # the failed transaction left nothing behind
+    await db.dispose()
+
+
 async def test_checkpoints_keep_the_wal_from_growing(tmp_path: Path) -> None:
     db = await _database(tmp_path)
     wal = tmp_path / "k.db-wal"

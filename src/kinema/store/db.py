@@ -129,8 +129,7 @@ class SQLiteDatabase:
         if self._checkpoint is None or self._checkpoint.done():
             conn = self._begin_inline()
             if conn is not None:
-                with conn.begin():  # commits, or rolls back if fn raises
-                    result = fn(conn)
+                result = _run_begun(conn, fn)
                 self._committed_inline()
                 return result
         return await self._in_thread(self._write_sync, fn)
@@ -180,6 +179,26 @@ class SQLiteDatabase:
         # Outside any transaction (a checkpoint cannot run inside one).
         with self._engine.execution_options(kinema_read=True).connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _run_begun(conn: Connection, fn: Tx[T]) -> T:
+    """Run ``fn`` in the transaction already begun on the driver connection: commit if it
+    returns, roll back if it raises. SQLAlchemy's own transaction object exists only if a
+    statement of ``fn`` went through ``Connection.execute`` (its autobegin); it is ended too."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        result = fn(conn)
+        driver.execute("COMMIT")
+    except BaseException:
+        if driver.in_transaction:  # also after a failed COMMIT: the next BEGIN must work
+            driver.execute("ROLLBACK")
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()  # SQLite is out of its transaction already: the driver's commit is a no-op
+    return result
 
 
 def _usable(conn: Connection | None, engine: Engine) -> Connection:
