@@ -51,6 +51,13 @@ async def slow_runner(tmp_path_factory: pytest.TempPathFactory) -> Any:
     await runner.close()
 
 
+def _outputs_left(c: Ctx) -> list[str]:
+    """Folders in the storage's outputs: a failed job leaves none (the place made for its
+    output while it ran is removed)."""
+    outputs = c.svc.settings.storage_path / "outputs"
+    return sorted(p.name for p in outputs.iterdir()) if outputs.exists() else []
+
+
 async def _balance(c: Ctx, key: str) -> float:
     r = await c.client.get("/v1/get-user-credits", headers={"x-api-key": key})
     return float(r.json()["credits"])
@@ -133,6 +140,7 @@ async def test_failed_generation_is_422_and_refunded(tmp_path: Path) -> None:
             key_id = (await c.svc.keys.authenticate(key)).id
             ledger, balance = await ledger_and_balance(c.svc, key_id)
             assert ledger == balance == 5_000_000
+            assert _outputs_left(c) == []
     finally:
         await runner.close()
 
@@ -160,14 +168,21 @@ async def test_worker_crash_is_retried_then_failed_and_refunded(tmp_path: Path) 
                 ).all()
             )
             assert sorted(r.kind for r in rows) == ["refund", "reserve"]
+            assert _outputs_left(c) == []
     finally:
         await runner.close()
 
 
-async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(tmp_path: Path) -> None:
-    """A sync job handed straight to a local slot holds its inputs only in its scratch
-    directory; when its worker dies they move to the storage, the retry (from the queue) finds
-    them there, and the waiting client gets its video."""
+@pytest.mark.parametrize("inline_bytes", [None, 0], ids=["in-memory", "in-scratch-dir"])
+async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_bytes: int | None
+) -> None:
+    """A sync job handed straight to a local slot holds its inputs only in memory (small ones,
+    sent inside the job message) or in its scratch directory; when its worker dies they move to
+    the storage, the retry (from the queue) finds them there, and the waiting client gets its
+    video."""
+    if inline_bytes is not None:
+        monkeypatch.setattr(dispatcher_module, "HANDOFF_INLINE_BYTES", inline_bytes)
     runner = await start_runner(["test-crash-once-video", "test-echo-image"], tmp_path / "m")
     settings = video_settings(
         tmp_path, "test-crash-once-video", jobs={"max_attempts": 2, "poll_interval_s": 0.05}

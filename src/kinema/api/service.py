@@ -12,7 +12,6 @@ import functools
 import hashlib
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
-from kinema.jobs.dispatcher import Dispatcher, Handoff, input_path
+from kinema.jobs.dispatcher import Dispatcher, Handoff
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, is_url, load_media
@@ -35,8 +34,7 @@ from kinema.storage.base import Storage
 from kinema.voices.service import VoiceService
 
 INLINE_DECODE_BYTES = 64 * 1024
-INLINE_WRITE_BYTES = 256 * 1024
-"""Below these sizes decoding / writing on the event loop costs less than a thread hop."""
+"""Below this size decoding on the event loop costs less than a thread hop."""
 
 # Paths under /v1 that are not models: a POST there is a wrong method, not an unknown model.
 RESERVED = frozenset({"get-user-credits", "requests", "files"})
@@ -161,13 +159,13 @@ class GenerationService:
         self, job_id: str, refs: MediaRefs, blobs: list[bytes], handoff: Handoff | None
     ) -> dict[str, Any]:
         """Keep the verified inputs with the job, so that a retry after a restart needs no
-        second fetch: in the storage, or, for a job handed straight to a local slot, in its
-        scratch directory (the dispatcher moves them to the storage if it must give it up)."""
+        second fetch: in the storage, or, for a job handed straight to a local slot, with the
+        hand-off (the dispatcher moves them to the storage if it must give the job up)."""
         kept: dict[str, Any] = {}
         for n, (ref, data) in enumerate(zip(refs, blobs, strict=True)):
             key = f"inputs/{job_id}/{n:02d}-{ref.name}"
             if handoff is not None:
-                await _write_file(input_path(handoff.workdir, key), data)
+                await handoff.keep(key, data)
             else:
                 await self._storage.put_bytes(key, data, "application/octet-stream")
             if ref.many:
@@ -230,17 +228,6 @@ def _is_json(content_type: str | None) -> bool:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
-
-
-async def _write_file(path: Path, data: bytes) -> None:
-    if len(data) <= INLINE_WRITE_BYTES:
-        _write(path, data)  # to the page cache: cheaper than a thread hop
-    else:
-        await asyncio.to_thread(_write, path, data)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
 
 
 def _with_inputs(new: NewJob, inputs: dict[str, Any]) -> NewJob:

@@ -40,6 +40,9 @@ class RunTask:
     inputs: dict[str, Any]
     """Input names → local file paths (strings), or lists of them."""
     output_dir: Path
+    data: dict[str, bytes] = field(default_factory=dict)
+    """The contents of input files that were never written, by their path in ``inputs``
+    (small inputs of a handed-off job travel with the job)."""
 
 
 @dataclass(frozen=True)

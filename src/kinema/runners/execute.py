@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +32,9 @@ class ExecutionError(Exception):
     """The generation cannot be done as asked (a final failure, not a crash)."""
 
 
-def _open_image(path: str) -> Image.Image:
-    with Image.open(path) as img:
+def _open_image(source: str | BinaryIO) -> Image.Image:
+    """An input image from its file path, or from the in-memory file it came as."""
+    with Image.open(source) as img:
         return img.convert("RGB")
 
 

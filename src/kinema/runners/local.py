@@ -8,6 +8,7 @@ dispatcher retries it) and is restarted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -120,6 +121,9 @@ class WorkerProcess:
                     "task": task.task,
                     "params": task.params,
                     "inputs": task.inputs,
+                    "data": {
+                        path: base64.b64encode(blob).decode() for path, blob in task.data.items()
+                    },
                     "output_dir": str(task.output_dir),
                 }
             )

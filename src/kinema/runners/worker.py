@@ -14,6 +14,8 @@ Run as ``python -m kinema.runners.worker '<config json>'``.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import select
@@ -111,7 +113,7 @@ def _run_one(
             engines,
             message["task"],
             message["params"],
-            message["inputs"],
+            _with_data(message["inputs"], message.get("data", {})),
             Path(message["output_dir"]),
             progress,
         )
@@ -124,6 +126,19 @@ def _run_one(
         channel.send("failed", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
     else:
         channel.send("done", job_id=job_id, **result)
+
+
+def _with_data(inputs: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
+    """The inputs with every path whose contents came inside the message replaced by those
+    contents (base64 in the message; an in-memory file here)."""
+
+    def one(path: str) -> str | io.BytesIO:
+        return io.BytesIO(base64.b64decode(data[path])) if path in data else path
+
+    return {
+        name: [one(p) for p in value] if isinstance(value, list) else one(value)
+        for name, value in inputs.items()
+    }
 
 
 def _cancel_arrived(inbox: Inbox, job_id: str) -> bool:

@@ -7,6 +7,10 @@ from typing import Protocol
 
 
 class Storage(Protocol):
+    async def prepare(self, prefix: str) -> None:
+        """Get ready to receive files under ``prefix`` (a job's folder) soon: called while the
+        job runs, so that storing its output later costs less. Object stores need nothing."""
+
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         """Store ``src`` under ``key``; ``src`` may be moved (callers treat it as consumed)."""
 

@@ -31,6 +31,9 @@ class LocalStorage:
             raise NotFound(f"file {key!r} not found")
         return Path(path)
 
+    async def prepare(self, prefix: str) -> None:
+        self.path(prefix).mkdir(parents=True, exist_ok=True)
+
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         dest = self.path(key)
         if not self._move_atomic(src, dest):  # same filesystem: a rename, done inline
