@@ -15,6 +15,7 @@ from sqlalchemy import select
 from kinema.api.endpoints import ENDPOINTS
 from kinema.jobs import dispatcher as dispatcher_module
 from kinema.jobs import repository as repo
+from kinema.jobs import workdir as workdir_module
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.runners.local import LocalRunner
 from kinema.store.tables import credit_ledger, jobs
@@ -182,7 +183,7 @@ async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(
     the storage, the retry (from the queue) finds them there, and the waiting client gets its
     video."""
     if inline_bytes is not None:
-        monkeypatch.setattr(dispatcher_module, "HANDOFF_INLINE_BYTES", inline_bytes)
+        monkeypatch.setattr(workdir_module, "HANDOFF_INLINE_BYTES", inline_bytes)
     runner = await start_runner(["test-crash-once-video", "test-echo-image"], tmp_path / "m")
     settings = video_settings(
         tmp_path, "test-crash-once-video", jobs={"max_attempts": 2, "poll_interval_s": 0.05}

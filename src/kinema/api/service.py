@@ -24,9 +24,10 @@ from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
-from kinema.jobs.dispatcher import Dispatcher, Handoff
+from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
+from kinema.jobs.workdir import Handoff
 from kinema.media.fetch import FetchPolicy, is_url, load_media
 from kinema.media.images import verify_image
 from kinema.settings import Settings

@@ -9,19 +9,21 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Job, Lease, Status
 from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
+from kinema.jobs.workdir import Handoff, empty_dir, input_keys, input_path, local_inputs
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
 from kinema.storage.base import Storage
@@ -29,8 +31,6 @@ from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 
-HANDOFF_INLINE_BYTES = 256 * 1024
-"""Inputs of a handed-off job up to this size go to the worker inside the job message."""
 SETTLE_AFTER_ANSWER_S = 0.002
 """How long a sync job's settle waits after its answer (see Dispatcher._complete)."""
 
@@ -62,6 +62,9 @@ class Dispatcher:
         """Jobs holding a runner slot: from launch until the runner returns (their settling
         goes on in ``_active`` without holding the slot)."""
         self._loop: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._held: dict[str, _Held] = {}
+        """Jobs whose lease this dispatcher renews: from launch until settled."""
         self._abandoned_checked = 0.0
         self._stopping = False
         self._reserved = 0
@@ -76,6 +79,7 @@ class Dispatcher:
             self._work_root.mkdir(parents=True, exist_ok=True)
         self._make_spare()
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
+        self._renewer = asyncio.create_task(self._renew_forever(), name="kinema-lease-renewal")
 
     async def stop(self) -> None:
         """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then abandon
@@ -92,6 +96,9 @@ class Dispatcher:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         for spare in self._spares:
             shutil.rmtree(spare, ignore_errors=True)
         self._spares.clear()
@@ -190,7 +197,7 @@ class Dispatcher:
         """Empty a finished job's scratch directory and keep it as a spare (cheaper than
         removing it and making another) — one per slot and one more; remove it beyond that."""
         keep = len(self._spares) <= self._runner.capacity and not self._stopping
-        if keep and _empty(workdir):
+        if keep and empty_dir(workdir):
             self._spares.append(workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -233,20 +240,18 @@ class Dispatcher:
     async def _execute(self, job: Job, handoff: Handoff | None) -> None:
         """Run and settle ``job``; ``handoff`` holds its inputs when it was handed off."""
         workdir = handoff.workdir if handoff else self._scratch(prefix=f"{job.id}-")
-        progress: list[float] = [0.0]
-        heartbeat = asyncio.create_task(self._heartbeat(job, progress))
+        held = self._held[job.id] = _Held(job.id)  # its lease is renewed until it is settled
         try:
-            settled = await self._run_and_settle(job, workdir, progress, handoff)
+            settled = await self._run_and_settle(job, workdir, held, handoff)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            if self._held.get(job.id) is held:
+                del self._held[job.id]
             self._recycle(workdir)
         if settled and handoff is None:  # kept only while a retry may still need them
             await self._storage.delete_prefix(f"inputs/{job.id}")
 
     async def _run_and_settle(
-        self, job: Job, workdir: Path, progress: list[float], handoff: Handoff | None
+        self, job: Job, workdir: Path, held: _Held, handoff: Handoff | None
     ) -> bool:
         """Run the job and settle it; False when it was handed back for a retry instead."""
         try:
@@ -255,7 +260,7 @@ class Dispatcher:
                 job_id=job.id,
                 task=self._tasks[job.model],
                 params=job.params,
-                inputs=_local_inputs(job, workdir)
+                inputs=local_inputs(job, workdir)
                 if handoff
                 else await self._materialize(job, workdir),
                 output_dir=workdir,
@@ -265,7 +270,7 @@ class Dispatcher:
             # costs the local storage a quarter of a millisecond here): not on the answer's path.
             ready = asyncio.ensure_future(self._storage.prepare(f"outputs/{job.id}"))
             try:
-                result = await self._runner.run(task, lambda value: progress.__setitem__(0, value))
+                result = await self._runner.run(task, held.report)
             finally:
                 self._release_slot(job.id)
                 with contextlib.suppress(Exception):  # put_file makes the place if need be
@@ -297,7 +302,7 @@ class Dispatcher:
     async def _persist_inputs(self, job: Job, handoff: Handoff) -> None:
         """Move a handed-off job's inputs from memory or its scratch directory into the storage,
         where a retry (by any process) finds them."""
-        for key in _input_keys(job):
+        for key in input_keys(job):
             kind = "application/octet-stream"
             if key in handoff.data:
                 await self._storage.put_bytes(key, handoff.data[key], kind)
@@ -318,9 +323,9 @@ class Dispatcher:
 
     async def _materialize(self, job: Job, workdir: Path) -> dict[str, Any]:
         """Copy the job's stored inputs next to the worker (its storage may be remote)."""
-        for key in _input_keys(job):
+        for key in input_keys(job):
             await self._storage.get_to_file(key, input_path(workdir, key))
-        return _local_inputs(job, workdir)
+        return local_inputs(job, workdir)
 
     async def _complete(self, job: Job, result: RunResult) -> None:
         # The key derives from the job id: a retried job overwrites, never adds a second output.
@@ -350,83 +355,49 @@ class Dispatcher:
         elif final.status is not Status.COMPLETED:  # cancelled while it finished: refunded
             await self._storage.delete_prefix(f"outputs/{job.id}")
 
-    async def _heartbeat(self, job: Job, progress: list[float]) -> None:
-        """Renew the lease, publish progress and pick up cancel requests (which may come from
-        another API replica, hence through the store) about once a second."""
+    async def _renew_forever(self) -> None:
+        """Renew the lease of every job this dispatcher holds, publish their progress and pick
+        up cancel requests (which may come from another API replica, hence through the store),
+        about once a second: one transaction for all of them, and nothing to start or stop on a
+        job's own path."""
         tick = min(1.0, self._settings.lease_s / 3)
-        sent = -1.0
         while True:
             await asyncio.sleep(tick)
-            value = progress[0]
-            renew = functools.partial(
-                repo.renew_lease,
-                job_id=job.id,
-                owner=self.owner,
-                until=time.time() + self._settings.lease_s,
-                progress=value if value != sent else None,
-            )
-            cancel = await self._db.write(renew)
-            sent = value
+            try:
+                await self._renew()
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def _renew(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        until = time.time() + self._settings.lease_s
+
+        def tx(conn: Connection) -> list[tuple[_Held, float, bool | None]]:
+            renewed = []
+            for entry in held:
+                value = entry.progress
+                fresh = value if value != entry.sent else None
+                cancel = repo.renew_lease(
+                    conn, entry.job_id, self.owner, until=until, progress=fresh
+                )
+                renewed.append((entry, value, cancel))
+            return renewed
+
+        for entry, value, cancel in await self._db.write(tx):
+            entry.sent = value
             if cancel:
-                await self._runner.cancel(job.id)
+                await self._runner.cancel(entry.job_id)
 
 
-@dataclass(frozen=True)
-class Handoff:
-    """A free local slot held for a sync job about to be inserted: the lease it is inserted
-    under (already claimed) and where its inputs are kept until the worker has them — small
-    ones in memory (they travel with the job message: a file costs a create and a write on the
-    request's path, 0.1-0.3 ms on this project's VM), larger ones in the scratch directory."""
+@dataclass
+class _Held:
+    """A job this dispatcher holds: its latest progress and the last one published."""
 
-    lease: Lease
-    workdir: Path
-    data: dict[str, bytes] = field(default_factory=dict)
-    """Inputs kept in memory, by storage key."""
+    job_id: str
+    progress: float = 0.0
+    sent: float = -1.0
 
-    async def keep(self, key: str, data: bytes) -> None:
-        """Keep the input stored under ``key`` for the worker (and for the storage, should the
-        job have to leave this process)."""
-        if len(data) <= HANDOFF_INLINE_BYTES:
-            self.data[key] = data
-        else:
-            await asyncio.to_thread(input_path(self.workdir, key).write_bytes, data)
-
-
-def _empty(directory: Path) -> bool:
-    """Remove what ``directory`` holds; False if that failed (it is then not reused)."""
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-    except OSError:
-        return False
-    return True
-
-
-def input_path(workdir: Path, key: str) -> Path:
-    """Where the input stored under ``key`` lives in a job's scratch directory."""
-    return workdir / key.replace("/", "_")
-
-
-def _input_keys(job: Job) -> list[str]:
-    keys: list[str] = []
-    for value in job.inputs.values():
-        if isinstance(value, list):
-            keys.extend(value)
-        elif value is not None:
-            keys.append(value)
-    return keys
-
-
-def _local_inputs(job: Job, workdir: Path) -> dict[str, Any]:
-    """The job's inputs as the worker's local file paths, keeping their names and shapes."""
-    local: dict[str, Any] = {}
-    for name, value in job.inputs.items():
-        if isinstance(value, list):
-            local[name] = [str(input_path(workdir, key)) for key in value]
-        elif value is not None:
-            local[name] = str(input_path(workdir, value))
-    return local
+    def report(self, value: float) -> None:
+        self.progress = value
