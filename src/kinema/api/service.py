@@ -139,6 +139,9 @@ class GenerationService:
         elif handoff is not None:
             assert self._handoff is not None
             self._handoff.take(job, handoff)
+            # One loop turn, so that the job's task sends it to the worker before this
+            # request's own remaining work (which then overlaps with the generation).
+            await asyncio.sleep(0)
         return Submission(job, key, rate, endpoint, balance), request
 
     async def admit(
