@@ -235,7 +235,7 @@ class Dispatcher:
                 f"{WORKER_LOST} {job.attempts} times; the job was abandoned",
                 owner=job.lease_owner,
             ):  # its dead dispatcher may have made the output's place
-                await self._storage.delete_prefix(f"outputs/{job.id}")
+                await self._storage.unprepare(f"outputs/{job.id}")
 
     async def _execute(self, job: Job, handoff: Handoff | None) -> None:
         """Run and settle ``job``; ``handoff`` holds its inputs when it was handed off."""
@@ -284,8 +284,7 @@ class Dispatcher:
             log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
             if handoff is not None:
                 await self._persist_inputs(job, handoff)
-            # Emptied before the job is visible to other dispatchers again.
-            await self._storage.delete_prefix(f"outputs/{job.id}")
+            await self._storage.unprepare(f"outputs/{job.id}")
             return await self._release(job)
         except KinemaError as exc:
             await self._fail(job, exc.message)
@@ -295,9 +294,11 @@ class Dispatcher:
         return True
 
     async def _fail(self, job: Job, error: str) -> None:
-        """FAILED and refunded; the output's place, made for it while it ran, is removed."""
+        """FAILED and refunded; the output's place, made for it while it ran, is removed if it
+        is still empty (had this process lost the lease, another may have stored a retry's
+        output there)."""
         await self._jobs.settle_failed(job, error, owner=self.owner)
-        await self._storage.delete_prefix(f"outputs/{job.id}")
+        await self._storage.unprepare(f"outputs/{job.id}")
 
     async def _persist_inputs(self, job: Job, handoff: Handoff) -> None:
         """Move a handed-off job's inputs from memory or its scratch directory into the storage,

@@ -11,6 +11,10 @@ class Storage(Protocol):
         """Get ready to receive files under ``prefix`` (a job's folder) soon: called while the
         job runs, so that storing its output later costs less. Object stores need nothing."""
 
+    async def unprepare(self, prefix: str) -> None:
+        """Undo :meth:`prepare` if nothing was stored under ``prefix`` — and only then: another
+        process may have stored a retry's output there meanwhile."""
+
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         """Store ``src`` under ``key``; ``src`` may be moved (callers treat it as consumed)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +34,10 @@ class LocalStorage:
 
     async def prepare(self, prefix: str) -> None:
         self.path(prefix).mkdir(parents=True, exist_ok=True)
+
+    async def unprepare(self, prefix: str) -> None:
+        with contextlib.suppress(OSError):  # not empty, or not there
+            self.path(prefix).rmdir()
 
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         dest = self.path(key)
