@@ -64,12 +64,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_kinema(
-    data_dir: Path, port: int, workers: int = 1
+    data_dir: Path, port: int, workers: int = 1, src: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``kinema serve`` on the static engine, and a key for it. ``src``: run that source tree's
+    package instead of the installed one (on PYTHONPATH, which comes before the editable
+    install, for the API process and its workers alike)."""
     env = {
         **os.environ,
         "KINEMA_RATE_LIMIT__DEFAULT": "1000000/minute",
         "KINEMA_ENGINES__WORKERS": str(workers),
+        **({"PYTHONPATH": str(src)} if src else {}),
     }
     base = [sys.executable, "-m", "kinema", "--data-dir", str(data_dir)]
     key = subprocess.run(

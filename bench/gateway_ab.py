@@ -16,18 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import ROOT, free_port, small_png, v1_round_trips, wait_healthy
+from gateway import ROOT, free_port, small_png, start_kinema, v1_round_trips, wait_healthy
 
 DEADLINE_S = 600
 """The request loop stops after this long, whatever the count."""
@@ -56,33 +54,12 @@ def source(ref: str) -> Iterator[Path]:
         shutil.rmtree(tree, ignore_errors=True)
 
 
-def start(src: Path, data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
-    # PYTHONPATH comes before the editable install: this version's package is imported, by the
-    # API process and by its worker processes.
-    env = {**os.environ, "PYTHONPATH": str(src), "KINEMA_RATE_LIMIT__DEFAULT": "1000000/minute"}
-    base = [sys.executable, "-m", "kinema", "--data-dir", str(data_dir)]
-    key = subprocess.run(
-        [*base, "keys", "create", "--credits", "1000000"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    proc = subprocess.Popen(
-        [*base, "serve", "--preset", "static", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, key
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     image = small_png()
     with source(args.a) as src_a, source(args.b) as src_b, tempfile.TemporaryDirectory() as tmp:
         ports = [free_port(), free_port()]
         servers = [
-            start(src, Path(tmp) / name, port)
+            start_kinema(Path(tmp) / name, port, src=src)
             for src, name, port in zip((src_a, src_b), "ab", ports, strict=True)
         ]
         try:
