@@ -40,6 +40,10 @@ class _Compiled:
 
 
 class Prepared:
+    """One Core statement, executed with :meth:`rows` / :meth:`first` on any connection.
+    Parameters are given by name as for ``Connection.execute``: bound parameters, and column
+    values of an INSERT or UPDATE (the compiled form is cached per set of names)."""
+
     def __init__(self, statement: Statement) -> None:
         self.statement = statement
         self._compiled: dict[frozenset[str], _Compiled] = {}
