@@ -229,13 +229,8 @@ class Dispatcher:
         lost = await self._db.read(
             lambda conn: repo.abandoned(conn, now=now, max_attempts=self._settings.max_attempts)
         )
-        for job in lost:
-            if await self._jobs.settle_failed(
-                job,
-                f"{WORKER_LOST} {job.attempts} times; the job was abandoned",
-                owner=job.lease_owner,
-            ):  # its dead dispatcher may have made the output's place
-                await self._storage.unprepare(f"outputs/{job.id}")
+        for job in lost:  # their dispatcher died: settled under its lease owner
+            await self._fail(job, _abandoned(job), owner=job.lease_owner)
 
     async def _execute(self, job: Job, handoff: Handoff | None) -> None:
         """Run and settle ``job``; ``handoff`` holds its inputs when it was handed off."""
@@ -277,9 +272,9 @@ class Dispatcher:
                     await ready
             await self._complete(job, result)
         except RunCancelled:
-            await self._fail(job, CANCELLED)
+            await self._fail(job, CANCELLED, owner=self.owner)
         except RunFailed as exc:
-            await self._fail(job, f"generation failed: {exc}")
+            await self._fail(job, f"generation failed: {exc}", owner=self.owner)
         except RunnerLost as exc:
             log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
             if handoff is not None:
@@ -287,18 +282,18 @@ class Dispatcher:
             await self._storage.unprepare(f"outputs/{job.id}")
             return await self._release(job)
         except KinemaError as exc:
-            await self._fail(job, exc.message)
+            await self._fail(job, exc.message, owner=self.owner)
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job.id)
-            await self._fail(job, f"internal error: {type(exc).__name__}")
+            await self._fail(job, f"internal error: {type(exc).__name__}", owner=self.owner)
         return True
 
-    async def _fail(self, job: Job, error: str) -> None:
-        """FAILED and refunded; the output's place, made for it while it ran, is removed if it
-        is still empty (had this process lost the lease, another may have stored a retry's
+    async def _fail(self, job: Job, error: str, *, owner: str | None) -> None:
+        """FAILED and refunded, under ``owner``'s lease; the output's place, made for it while
+        it ran, is removed if it is still empty (another process may have stored a retry's
         output there)."""
-        await self._jobs.settle_failed(job, error, owner=self.owner)
-        await self._storage.unprepare(f"outputs/{job.id}")
+        if await self._jobs.settle_failed(job, error, owner=owner):
+            await self._storage.unprepare(f"outputs/{job.id}")
 
     async def _persist_inputs(self, job: Job, handoff: Handoff) -> None:
         """Move a handed-off job's inputs from memory or its scratch directory into the storage,
@@ -314,9 +309,7 @@ class Dispatcher:
         """Hand a job whose worker was lost back to the queue, or fail and refund it when it has
         no attempts left. Returns True when the job is now settled."""
         if job.attempts >= self._settings.max_attempts:
-            await self._jobs.settle_failed(
-                job, f"{WORKER_LOST} {job.attempts} times; the job was abandoned", owner=self.owner
-            )
+            await self._fail(job, _abandoned(job), owner=self.owner)
             return True
         await self._db.write(lambda conn: repo.release(conn, job.id, self.owner))
         self._jobs.notifier.job_submitted()
@@ -390,6 +383,10 @@ class Dispatcher:
             entry.sent = value
             if cancel:
                 await self._runner.cancel(entry.job_id)
+
+
+def _abandoned(job: Job) -> str:
+    return f"{WORKER_LOST} {job.attempts} times; the job was abandoned"
 
 
 @dataclass
