@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from kinema.api.endpoints import ENDPOINTS
@@ -17,6 +19,7 @@ from kinema.jobs import dispatcher as dispatcher_module
 from kinema.jobs import repository as repo
 from kinema.jobs import workdir as workdir_module
 from kinema.jobs.dispatcher import Dispatcher
+from kinema.runners.base import RunTask
 from kinema.runners.local import LocalRunner
 from kinema.store.tables import credit_ledger, jobs
 from tests.conftest import (
@@ -248,7 +251,7 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
         handoff = await dispatcher.offer_slot()
         assert handoff is not None and handoff.workdir.is_dir()
         assert await dispatcher.offer_slot() is None  # the only slot is held
-        dispatcher.withdraw(handoff)
+        await dispatcher.withdraw(handoff)
         assert not handoff.workdir.exists()
         assert await dispatcher.offer_slot() is not None
 
@@ -383,6 +386,101 @@ async def test_a_sync_answer_is_final_at_once_for_status_reads(
     assert stored is not None and stored.status.value == "COMPLETED"
     record = await ctx.svc.keys.authenticate(key)
     assert await ledger_and_balance(ctx.svc, record.id) == (965_000, 965_000)
+
+
+def _noisy_png() -> bytes:
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 48), bytes(range(256)) * 36).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def _until_idle(c: Ctx) -> None:
+    for _ in range(200):
+        if c.svc.dispatcher is not None and c.svc.dispatcher.idle:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the dispatcher is still busy")
+
+
+async def _job_rows(c: Ctx) -> list[Any]:
+    return list(await c.svc.db.read(lambda conn: conn.execute(select(jobs)).all()))
+
+
+async def test_a_sync_job_refused_after_reaching_its_worker_leaves_no_trace(
+    ctx: Ctx, static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync job goes to its worker once its body and input headers are checked; the full input
+    check and the credit reservation follow while it runs. When either refuses the request, the
+    client gets its 400/406 and the run leaves nothing: no job row, no charge, no output. A key
+    known to be short of credits no longer makes the worker start at all."""
+    started: list[str] = []
+    real_run = static_runner.run
+
+    async def counting_run(task: RunTask, on_progress: Any) -> Any:
+        started.append(task.job_id)
+        return await real_run(task, on_progress)
+
+    monkeypatch.setattr(static_runner, "run", counting_run)
+    image = "/v1/kling-3-image2image"
+    poor = await ctx.key(credits=0.03)  # an image costs 0.035
+    for _ in range(2):
+        r = await ctx.client.post(
+            image, json={"image_url": B64, "prompt": "x"}, headers={"x-api-key": poor}
+        )
+        assert r.status_code == 406 and "not enough credits" in r.json()["error"]
+        assert len(started) == 1  # the first reached the worker; the second (known short) not
+        await _until_idle(ctx)
+    rich = await ctx.key(credits=1)
+    noisy = _noisy_png()
+    truncated = base64.b64encode(noisy[: len(noisy) * 2 // 3]).decode()
+    r = await ctx.client.post(
+        image, json={"image_url": truncated, "prompt": "x"}, headers={"x-api-key": rich}
+    )
+    assert r.status_code == 400 and r.json()["error"].startswith("image_url: corrupt")
+    assert len(started) == 2  # its header was fine: it reached the worker
+    await _until_idle(ctx)  # the withdrawn run ends and gives its slot back
+    assert await _job_rows(ctx) == []
+    assert _outputs_left(ctx) == []
+    assert await _balance(ctx, poor) == 0.03 and await _balance(ctx, rich) == 1
+    for key, credits in ((poor, 30_000), (rich, 1_000_000)):
+        record = await ctx.svc.keys.authenticate(key)
+        assert await ledger_and_balance(ctx.svc, record.id) == (credits, credits)
+
+    # Credits added (by the operator's CLI, say): the key's next sync request is served.
+    await ctx.svc.keys.add_credits(poor, 1)
+    r = await ctx.client.post(
+        image, json={"image_url": B64, "prompt": "x"}, headers={"x-api-key": poor}
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    r = await ctx.client.post(
+        image,
+        json={"image_url": base64.b64encode(noisy).decode(), "prompt": "x"},
+        headers={"x-api-key": rich},
+    )
+    assert r.status_code == 200
+    assert len(await _job_rows(ctx)) == 2  # the two served requests, and only they
+
+
+async def test_a_refused_sync_job_stops_its_run(tmp_path: Path, slow_runner: LocalRunner) -> None:
+    """A sync video refused after it reached the worker (406 here) is stopped at its next step:
+    the slot serves the next request at once, not after the refused run's 100 s."""
+    async with app_context(video_settings(tmp_path, "test-slow-video"), slow_runner) as c:
+        poor = await c.key(credits=0.1)
+        body = {**VIDEO_BODY, "prompt": "steps=1000"}  # 100 s unless stopped
+        r = await c.client.post(
+            "/v1/kling-3-standard-image2video", json=body, headers={"x-api-key": poor}
+        )
+        assert r.status_code == 406
+        rich = await c.key(credits=5)
+        began = time.monotonic()
+        r = await c.client.post(
+            "/v1/kling-3-standard-image2video",
+            json={**VIDEO_BODY, "prompt": "steps=1"},
+            headers={"x-api-key": rich},
+        )
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - began < 10
+        assert len(await _job_rows(c)) == 1 and await _balance(c, poor) == 0.1
 
 
 async def test_expired_lease_is_retried_by_another_dispatcher(

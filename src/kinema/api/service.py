@@ -1,9 +1,13 @@
 """Submitting a generation: the steps every request goes through, sync or async.
 
 model slug (404/405/410) → content type (406) → key (401/403) → rate limit (429) → body (400)
-→ voice ids (400) → engine capabilities (400) → input media fetched and verified (400) → price
-reserved + job inserted in one transaction (406).
-Auth comes before the body so that unauthenticated callers cannot make the server fetch URLs."""
+→ voice ids (400) → engine capabilities (400) → input media fetched, headers checked (400) →
+inputs fully verified (400) → price reserved + job inserted in one transaction (406).
+Auth comes before the body so that unauthenticated callers cannot make the server fetch URLs.
+
+A sync job that gets a free local slot is sent to its worker before the last two steps, which
+then overlap with the generation; if either refuses the request, the run is stopped and nothing
+of it is kept (no row, no charge). Only inputs whose headers passed reach a worker early."""
 
 from __future__ import annotations
 
@@ -23,13 +27,13 @@ from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
-from kinema.errors import Gone, MethodNotAllowed, NotAcceptable, NotFound
+from kinema.errors import Gone, InsufficientCredits, MethodNotAllowed, NotAcceptable, NotFound
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
 from kinema.jobs.workdir import Handoff
 from kinema.media.fetch import FetchPolicy, is_url, load_media
-from kinema.media.images import verify_image
+from kinema.media.images import check_header, verify_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
 from kinema.voices.service import VoiceService
@@ -80,6 +84,11 @@ class GenerationService:
         self._handoff = handoff
         """This process's dispatcher: sync jobs go straight to a free local slot."""
         self._voices = voices
+        self._funds: dict[str, int] = {}
+        """Key id → its balance as this process last saw it (after a reservation, or 0 after a
+        refusal): a sync job whose key is known to be short is not started before its
+        reservation, so a key without credits cannot make a worker start runs (an unknown or
+        stale figure only chooses the order of the steps, never the outcome)."""
 
     def endpoint(self, slug: str) -> Endpoint:
         if slug in self._settings.retired_models:
@@ -125,24 +134,41 @@ class GenerationService:
                 return Submission(earlier, key, rate, endpoint, None), request
         refs = endpoint.media(request)
         blobs = await self._fetch_all(refs)
-        handoff = await self._handoff.offer_slot() if sync and self._handoff else None
+        handoff = await self._slot(new)
+        if handoff is None:
+            await self._verify_all(refs, blobs)
         try:
             inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
-            job, balance = await self._jobs.submit(
-                _with_inputs(new, inputs), handoff.lease if handoff else None
-            )
-        except BaseException:
+            new = _with_inputs(new, inputs)
+            if handoff is not None:
+                assert self._handoff is not None
+                self._handoff.start_early(new, handoff)
+                # One loop turn, so that the job's task sends it to the worker before the
+                # request's remaining checks and its insert (which then overlap with the run).
+                await asyncio.sleep(0)
+                await self._verify_all(refs, blobs)
+            job, balance = await self._jobs.submit(new, handoff.lease if handoff else None)
+        except BaseException as exc:
             await self._discard_inputs(new.id, handoff)
+            if isinstance(exc, InsufficientCredits):
+                self._funds[key.id] = 0
             raise
+        if balance is not None:
+            self._funds[key.id] = balance
         if job.id != new.id:  # lost an idempotency race: the earlier job answers
             await self._discard_inputs(new.id, handoff)
         elif handoff is not None:
             assert self._handoff is not None
-            self._handoff.take(job, handoff)
-            # One loop turn, so that the job's task sends it to the worker before this
-            # request's own remaining work (which then overlaps with the generation).
-            await asyncio.sleep(0)
+            self._handoff.admit(handoff, job)
         return Submission(job, key, rate, endpoint, balance), request
+
+    async def _slot(self, new: NewJob) -> Handoff | None:
+        """A free local slot for a sync job, unless its key is known to be short of its price."""
+        if not new.sync or self._handoff is None:
+            return None
+        if self._funds.get(new.key_id, new.price_micros) < new.price_micros:
+            return None
+        return await self._handoff.offer_slot()
 
     async def admit(
         self, slug: str, *, content_type: str | None, api_key: str | None
@@ -181,13 +207,14 @@ class GenerationService:
     async def _discard_inputs(self, job_id: str, handoff: Handoff | None) -> None:
         if handoff is not None:
             assert self._handoff is not None
-            self._handoff.withdraw(handoff)
+            await self._handoff.withdraw(handoff)
         else:
             await self._storage.delete_prefix(f"inputs/{job_id}")
 
     async def _fetch_all(self, refs: MediaRefs) -> list[bytes]:
-        """Every input, verified. Downloads run concurrently; inline data (base64, data URIs)
-        is decoded in turn: tasks for it would only add event-loop turns."""
+        """Every input, its header checked (format, pixel limit). Downloads run concurrently;
+        inline data (base64, data URIs) is decoded in turn: tasks for it would only add
+        event-loop turns."""
         downloads = [ref for ref in refs if is_url(ref.value)]
         if len(downloads) <= 1:
             return [await self._fetch(ref) for ref in refs]
@@ -195,15 +222,20 @@ class GenerationService:
 
     async def _fetch(self, ref: MediaRef) -> bytes:
         data = await self.fetch(ref.value, field=ref.field)
-        verify = functools.partial(
-            verify_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
-        )
-        # Small images decode in well under a millisecond: inline beats a thread hop.
-        if len(data) <= INLINE_DECODE_BYTES:
-            verify()
-        else:
-            await asyncio.to_thread(verify)
+        check_header(data, field=ref.field, max_pixels=self._settings.fetch.max_pixels)
         return data
+
+    async def _verify_all(self, refs: MediaRefs, blobs: list[bytes]) -> None:
+        """Every input fully decoded (corrupt or truncated data is a 400)."""
+        for ref, data in zip(refs, blobs, strict=True):
+            verify = functools.partial(
+                verify_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
+            )
+            # Small images decode in well under a millisecond: inline beats a thread hop.
+            if len(data) <= INLINE_DECODE_BYTES:
+                verify()
+            else:
+                await asyncio.to_thread(verify)
 
 
 def configured_presets(settings: Settings) -> dict[Task, Preset]:
