@@ -46,11 +46,14 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
         description="Self-hosted image-to-video and image-to-image behind the hosted contract.",
     )
     errors.install(app)
-    # Order matters: the fixed /v1 paths must match before /v1/{slug}.
+    # Order matters: the one fixed /v1 POST path (voice creation) must match before the sync
+    # path POST /v1/{slug}, which comes next, ahead of the rest (the fixed /v1 GET paths match
+    # later: a route of another method only matches partially).
+    app.include_router(voice_routes.router)
+    generation_routes.install_sync(app.router)
     app.include_router(billing_routes.router)
     app.include_router(job_routes.router)
     app.include_router(storage_routes.router)
-    app.include_router(voice_routes.router)
     app.include_router(generation_routes.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from kinema.api.deps import Services, api_key, base_url, services
+from kinema.api.deps import DirectRoute, Services, api_key, base_url, services, services_of
 from kinema.api.headers import generation_headers
 from kinema.api.schemas import AsyncSubmitResponse, ErrorResponse
 from kinema.api.service import Submission
@@ -39,12 +39,9 @@ async def _submit(
     )
 
 
-@router.post(
-    "/v1/{slug}",
-    responses={200: {"content": {"video/mp4": {}, "image/png": {}}}, **ERRORS},
-    summary="Generate and wait (sync): answers the media bytes",
-)
-async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
+async def generate_sync(request: Request, slug: str) -> Response:
+    # The sync path (a DirectRoute: see install_sync).
+    svc = services_of(request)
     sub, parsed = await _submit(request, svc, slug, sync=True)
     # Inserted claimed (PROCESSING) only when handed to this process's own dispatcher.
     known = sub.job if sub.job.status is Status.PROCESSING else None
@@ -72,6 +69,22 @@ async def generate_sync(slug: str, request: Request, svc: SvcDep) -> Response:
         encoded = base64.b64encode(data).decode()
         return JSONResponse({sub.endpoint.base64_field: encoded}, headers=headers)
     return Response(data, media_type=job.output_content_type, headers=headers)
+
+
+def install_sync(app_router: APIRouter) -> None:
+    """The sync path, added to the app's own router (an included router costs each request
+    its own matching pass) as a :class:`DirectRoute` — the client waits on every microsecond of
+    it. Add it after the routers with fixed ``/v1`` POST paths and before the rest: only POSTs
+    match it, so the fixed ``/v1`` GET paths keep theirs, and a POST to one of them is the 405
+    of ``GenerationService.endpoint``."""
+    app_router.add_api_route(
+        "/v1/{slug}",
+        generate_sync,
+        methods=["POST"],
+        responses={200: {"content": {"video/mp4": {}, "image/png": {}}}, **ERRORS},
+        summary="Generate and wait (sync): answers the media bytes",
+        route_class_override=DirectRoute,
+    )
 
 
 def _sync_failure(error: str, headers: dict[str, str]) -> KinemaError:
