@@ -483,6 +483,46 @@ async def test_a_refused_sync_job_stops_its_run(tmp_path: Path, slow_runner: Loc
         assert len(await _job_rows(c)) == 1 and await _balance(c, poor) == 0.1
 
 
+async def test_a_sync_settle_waits_for_the_next_job_to_reach_its_worker(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answered sync job is settled once the next job has gone to a worker (so the settle
+    never delays that job), or after SETTLE_AFTER_ANSWER_S without one; a shutdown settles it
+    at once."""
+    monkeypatch.setattr(dispatcher_module, "SETTLE_AFTER_ANSWER_S", 60.0)
+    key = await ctx.key(credits=1)
+    h = {"x-api-key": key}
+
+    async def sync_call() -> str:
+        r = await ctx.client.post(
+            "/v1/kling-3-image2image", json={"image_url": B64, "prompt": "x"}, headers=h
+        )
+        assert r.status_code == 200
+        return r.headers["x-request-id"]
+
+    async def stored(rid: str) -> str:
+        job = await ctx.svc.db.read(lambda conn: repo.get(conn, rid))
+        assert job is not None
+        return job.status.value
+
+    async def completes(rid: str) -> bool:
+        for _ in range(100):
+            if await stored(rid) == "COMPLETED":
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    first = await sync_call()
+    await asyncio.sleep(0.3)
+    assert await stored(first) == "PROCESSING"  # answered; no next job yet
+    second = await sync_call()
+    assert await completes(first)
+    assert await stored(second) == "PROCESSING"
+    assert ctx.svc.dispatcher is not None
+    await ctx.svc.dispatcher.stop()
+    assert await stored(second) == "COMPLETED"
+
+
 async def test_expired_lease_is_retried_by_another_dispatcher(
     tmp_path: Path, static_runner: LocalRunner
 ) -> None:

@@ -126,7 +126,10 @@ class GenerationService:
             price_micros=endpoint.price(request, self._settings.billing),
             sync=sync,
             idempotency_key=idempotency_key,
-            request_hash=hashlib.sha256(slug.encode() + b"\n" + body).hexdigest(),
+            # Only an idempotent replay compares bodies: no hash of a large body otherwise.
+            request_hash=hashlib.sha256(slug.encode() + b"\n" + body).hexdigest()
+            if idempotency_key
+            else None,
         )
         if idempotency_key:
             earlier = await self._jobs.replay(new)

@@ -31,8 +31,9 @@ from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 
-SETTLE_AFTER_ANSWER_S = 0.002
-"""How long a sync job's settle waits after its answer (see Dispatcher._complete)."""
+SETTLE_AFTER_ANSWER_S = 0.02
+"""The longest a sync job's settle waits after its answer for the next job to go to a worker
+(see Dispatcher._complete)."""
 
 
 class Dispatcher:
@@ -69,6 +70,8 @@ class Dispatcher:
         self._stopping = False
         self._reserved = 0
         self._drained = False
+        self._dispatch_waiters: list[asyncio.Future[None]] = []
+        """Settles waiting for the next job to be sent to a worker (:meth:`_next_dispatch`)."""
         self._spares: list[Path] = []
         """Scratch directories ready for the next hand-offs: finished jobs' directories, emptied
         and reused, or made in advance off any request's path (a new directory costs the disk a
@@ -93,6 +96,7 @@ class Dispatcher:
         # with the event it waits for, which would leave the loop running forever.
         self._stopping = True
         self._jobs.notifier.work_available.set()
+        self._dispatched()  # answered sync jobs settle now
         if self._loop is not None:
             await self._loop
         running = list(self._active.values())
@@ -331,6 +335,8 @@ class Dispatcher:
         # The output's place in the storage is made while the worker runs (a directory costs
         # the local storage a quarter of a millisecond here): not on the answer's path.
         ready = asyncio.ensure_future(self._storage.prepare(f"outputs/{job.id}"))
+        # Runs once this task has suspended, that is once the runner has sent the job.
+        asyncio.get_running_loop().call_soon(self._dispatched)
         try:
             return await self._runner.run(task, held.report)
         finally:
@@ -385,19 +391,41 @@ class Dispatcher:
             # The output is stored and its price was taken at submit: the waiting client gets
             # its answer first, the COMPLETED row a moment later, once the client's next request
             # (sent as soon as it has read this answer) is on its way to a worker — the settle
-            # and clean-up then cost it nothing. A crash in between leaves the job to its lease:
-            # it runs again and is still charged once. Readers in this process see the final
-            # job meanwhile (JobService.get consults the notifier).
+            # and clean-up then cost it nothing. (After a fixed delay instead, they landed on
+            # the next request's path whenever its checks took longer than that delay.) A crash
+            # in between leaves the job to its lease: it runs again and is still charged once.
+            # Readers in this process see the final job meanwhile (JobService.get consults the
+            # notifier).
             finished = dataclasses.replace(
                 job, status=Status.COMPLETED, progress=1.0, finished_at=time.time(), **values
             )
             self._jobs.notifier.job_finished(finished)
-            await asyncio.sleep(SETTLE_AFTER_ANSWER_S)
+            await self._next_dispatch(SETTLE_AFTER_ANSWER_S)
         final = await self._jobs.settle_completed(job, self.owner, **values)
         if final is None:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
         elif final.status is not Status.COMPLETED:  # cancelled while it finished: refunded
             await self._storage.delete_prefix(f"outputs/{job.id}")
+
+    def _dispatched(self) -> None:
+        """A job has just been sent to a worker: the settles waiting for that moment run."""
+        waiters, self._dispatch_waiters = self._dispatch_waiters, []
+        for waiter in waiters:
+            _resolve(waiter)
+
+    async def _next_dispatch(self, limit_s: float) -> None:
+        """Wait until the next job has been sent to a worker, or ``limit_s`` at most (not at
+        all while stopping)."""
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._dispatch_waiters.append(waiter)
+        timer = loop.call_later(limit_s, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     async def _renew_forever(self) -> None:
         """Renew the lease of every job this dispatcher holds, publish their progress and pick
@@ -433,6 +461,11 @@ class Dispatcher:
             entry.sent = value
             if cancel:
                 await self._runner.cancel(entry.job_id)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _abandoned(job: Job) -> str:
