@@ -52,6 +52,7 @@ def serve(settings: Settings, host: str | None, port: int | None, preset: str | 
     """Run the API with its in-process runner (embedded defaults: SQLite, local files)."""
     import uvicorn
 
+    from kinema.api.access import AccessLog, log_config
     from kinema.api.app import create_app
 
     server = settings.server.model_copy(
@@ -59,7 +60,16 @@ def serve(settings: Settings, host: str | None, port: int | None, preset: str | 
     )
     engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
     settings = settings.model_copy(update={"server": server, "engines": engines})
-    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info")
+    # The access log is written after each answer (AccessLog), not by uvicorn before it.
+    app = AccessLog(create_app(settings))
+    uvicorn.run(
+        app,
+        host=server.host,
+        port=server.port,
+        log_level="info",
+        log_config=log_config(),
+        access_log=False,
+    )
 
 
 @main.command("migrate")

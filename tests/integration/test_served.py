@@ -36,6 +36,7 @@ class Server:
         self.env = {**os.environ, "KINEMA_JOBS__LEASE_S": "2", "KINEMA_ENGINES__PRESET": "tiny"}
         self.proc: subprocess.Popen[bytes] | None = None
         self.key = ""
+        self.log = data_dir / "serve.out"
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -49,22 +50,23 @@ class Server:
         return out.stdout.strip()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kinema",
-                "--data-dir",
-                str(self.data_dir),
-                "serve",
-                "--port",
-                str(self.port),
-            ],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as out:  # stdout: the access log (the child keeps its handle)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kinema",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "server exited during start-up"
@@ -130,6 +132,17 @@ def test_async_example_gets_a_png(server: Server, tmp_path: Path) -> None:
     _run_example(server, "async_image.py", "--out", str(out))
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size == (1024, 1024)
+
+
+def test_each_answer_gets_an_access_line(server: Server) -> None:
+    r = httpx.get(f"{server.url}/v1/get-user-credits?probe=1", headers={"x-api-key": server.key})
+    assert r.status_code == 200
+    line = '"GET /v1/get-user-credits?probe=1 HTTP/1.1" 200 OK'
+    for _ in range(50):  # written just after the answer
+        if line in server.log.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no access line in {server.log.read_text()[-2000:]}")
 
 
 def test_cli_shows_the_spent_balance(server: Server) -> None:

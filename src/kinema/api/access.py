@@ -1,0 +1,73 @@
+"""The access log, written once the answer has gone out.
+
+uvicorn writes its access line when the response starts, before the first byte reaches the
+client: on the client's time (0.1-0.2 ms a request on this project's VM). ``kinema serve`` runs
+uvicorn without it and wraps the app in :class:`AccessLog`, which writes the same line, through
+uvicorn's access handler and format, on the ``kinema.access`` logger (:func:`log_config`), after
+the last byte has been handed to the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import urllib.parse
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import LOGGING_CONFIG
+
+ACCESS = logging.getLogger("kinema.access")
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, plus Kinema's loggers: ``kinema`` (the service's own
+    messages, uvicorn's default format) and ``kinema.access`` (uvicorn's access format)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["kinema"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["kinema.access"] = {
+        "handlers": ["access"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
+class AccessLog:
+    """ASGI middleware: one access line per HTTP request that got a complete answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not ACCESS.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def send_then_log(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # After this task's step: the answer is on its way before the line is written.
+                asyncio.get_running_loop().call_soon(_log, scope, status)
+
+        await self.app(scope, receive, send_then_log)
+
+
+def _log(scope: Scope, status: int) -> None:
+    # uvicorn's arguments, in its order: its AccessFormatter reads them from the record.
+    client = scope.get("client")
+    path = urllib.parse.quote(scope["path"])
+    if scope.get("query_string"):
+        path += "?" + scope["query_string"].decode("ascii")
+    ACCESS.info(
+        '%s - "%s %s HTTP/%s" %d',
+        f"{client[0]}:{client[1]}" if client else "",
+        scope["method"],
+        path,
+        scope["http_version"],
+        status,
+    )
