@@ -153,10 +153,10 @@ class Dispatcher:
 
     # Direct hand-off: a sync job goes straight to a free local slot, claimed in the same
     # transaction that inserts it, skipping a claim round trip and a wake-up. It is sent to the
-    # worker as soon as its body and input headers are checked (start_early), and inserted while the
-    # worker runs (admit), or refused and stopped (withdraw). Its inputs travel with it or wait
-    # in its scratch directory; they reach the storage only if the job has to leave this process
-    # (its worker was lost and it goes back to the queue).
+    # worker as soon as its body and input headers are checked (start_early), and inserted
+    # while the worker runs (admit), or refused and stopped (withdraw). Its inputs travel with
+    # it or wait in its scratch directory; they reach the storage only if the job has to leave
+    # this process (its worker was lost and it goes back to the queue).
 
     async def offer_slot(self) -> Handoff | None:
         """A slot for a job about to be inserted, when one is free and no job waits in the
