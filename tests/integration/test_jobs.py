@@ -461,6 +461,49 @@ async def test_a_sync_job_refused_after_reaching_its_worker_leaves_no_trace(
     assert len(await _job_rows(ctx)) == 2  # the two served requests, and only they
 
 
+async def test_sync_requests_are_rate_limited_before_their_run_and_counted_once(
+    ctx: Ctx, static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync request is checked against its key's rate limit before anything runs and counted
+    once its job is on its way to a worker; a request that fails before that counts too."""
+    started: list[str] = []
+    real_run = static_runner.run
+
+    async def counting_run(task: RunTask, on_progress: Any) -> Any:
+        started.append(task.job_id)
+        return await real_run(task, on_progress)
+
+    monkeypatch.setattr(static_runner, "run", counting_run)
+    image = "/v1/kling-3-image2image"
+    h = {"x-api-key": await ctx.key(credits=1, rate_limit="2/minute")}
+    bad = await ctx.client.post(image, json={"image_url": B64, "prompt": ""}, headers=h)
+    assert bad.status_code == 400  # counted: one left
+    r = await ctx.client.post(image, json={"image_url": B64, "prompt": "x"}, headers=h)
+    assert r.status_code == 200 and r.headers["x-rate-limit-remaining"] == "0"
+    await _until_idle(ctx)
+    r = await ctx.client.post(image, json={"image_url": B64, "prompt": "x"}, headers=h)
+    assert r.status_code == 429 and "rate limit" in r.json()["error"]
+    assert len(started) == 1  # the refused request never reached a worker
+    assert len(await _job_rows(ctx)) == 1
+
+
+async def test_two_sync_requests_racing_for_the_last_place_in_the_window(ctx: Ctx) -> None:
+    """Both pass the check; the count admits one. The other is refused (429) and leaves no
+    trace, even when its job had already gone to a worker."""
+    key = await ctx.key(credits=1, rate_limit="1/minute")
+    body = {"image_url": B64, "prompt": "x"}
+
+    async def call() -> int:
+        r = await ctx.client.post("/v1/kling-3-image2image", json=body, headers={"x-api-key": key})
+        return r.status_code
+
+    assert sorted(await asyncio.gather(call(), call())) == [200, 429]
+    await _until_idle(ctx)
+    assert len(await _job_rows(ctx)) == 1
+    assert await _balance(ctx, key) == pytest.approx(1 - 0.035)
+    assert _outputs_left(ctx) == [(await _job_rows(ctx))[0].id]
+
+
 async def test_a_refused_sync_job_stops_its_run(tmp_path: Path, slow_runner: LocalRunner) -> None:
     """A sync video refused after it reached the worker (406 here) is stopped at its next step:
     the slot serves the next request at once, not after the refused run's 100 s."""

@@ -12,6 +12,7 @@ of it is kept (no row, no charge). Only inputs whose headers passed reach a work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import uuid
@@ -27,7 +28,14 @@ from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
-from kinema.errors import Gone, InsufficientCredits, MethodNotAllowed, NotAcceptable, NotFound
+from kinema.errors import (
+    Gone,
+    InsufficientCredits,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    RateLimited,
+)
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.models import Job, NewJob
 from kinema.jobs.service import JobService
@@ -111,7 +119,33 @@ class GenerationService:
         idempotency_key: str | None = None,
     ) -> tuple[Submission, Any]:
         endpoint = self.endpoint(slug)
-        key, rate = await self.admit(slug, content_type=content_type, api_key=api_key)
+        # A sync request that may start early is only checked against its rate limit here, and
+        # counted once its job is on its way to a worker (the counter's bookkeeping then
+        # overlaps with the generation) — or before its inputs are verified when no slot is
+        # free, or as it fails before either: every submit is counted once.
+        late = sync and self._handoff is not None
+        key, rate = await self.admit(
+            slug, content_type=content_type, api_key=api_key, count=not late
+        )
+        count = _Count(self._limiter, key) if late else None
+        try:
+            return await self._submit(endpoint, key, rate, count, body, sync, idempotency_key)
+        finally:
+            if count is not None and not count.taken:
+                with contextlib.suppress(RateLimited):
+                    await count.take()
+
+    async def _submit(
+        self,
+        endpoint: Endpoint,
+        key: KeyRecord,
+        rate: RateState | None,
+        count: _Count | None,
+        body: bytes,
+        sync: bool,
+        idempotency_key: str | None,
+    ) -> tuple[Submission, Any]:
+        slug = endpoint.slug
         request = parse_body(endpoint.request_model, body)
         voice_ids = endpoint.voice_ids(request)
         if voice_ids and self._voices is not None:
@@ -134,11 +168,13 @@ class GenerationService:
         if idempotency_key:
             earlier = await self._jobs.replay(new)
             if earlier is not None:
+                assert rate is not None  # idempotency keys are async-only: counted at admission
                 return Submission(earlier, key, rate, endpoint, None), request
         refs = endpoint.media(request)
         blobs = await self._fetch_all(refs)
         handoff = await self._slot(new)
         if handoff is None:
+            rate = await count.take() if count else rate
             await self._verify_all(refs, blobs)
         try:
             inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
@@ -149,6 +185,7 @@ class GenerationService:
                 # One loop turn, so that the job's task sends it to the worker before the
                 # request's remaining checks and its insert (which then overlap with the run).
                 await asyncio.sleep(0)
+                rate = await count.take() if count else rate
                 await self._verify_all(refs, blobs)
             job, balance = await self._jobs.submit(new, handoff.lease if handoff else None)
         except BaseException as exc:
@@ -163,6 +200,7 @@ class GenerationService:
         elif handoff is not None:
             assert self._handoff is not None
             self._handoff.admit(handoff, job)
+        assert rate is not None
         return Submission(job, key, rate, endpoint, balance), request
 
     async def _slot(self, new: NewJob) -> Handoff | None:
@@ -174,14 +212,19 @@ class GenerationService:
         return await self._handoff.offer_slot()
 
     async def admit(
-        self, slug: str, *, content_type: str | None, api_key: str | None
-    ) -> tuple[KeyRecord, RateState]:
-        """The checks before any body is read: JSON (406), key (401/403), rate limit (429)."""
+        self, slug: str, *, content_type: str | None, api_key: str | None, count: bool = True
+    ) -> tuple[KeyRecord, RateState | None]:
+        """The checks before any body is read: JSON (406), key (401/403), rate limit (429).
+        With ``count`` the request is counted against the rate limit and its state returned;
+        without, only checked (None: the caller counts it later)."""
         if not _is_json(content_type):
             raise NotAcceptable(
                 f"Content-Type must be application/json (got {content_type or 'none'})"
             )
         key = await self._keys.authenticate(api_key, model=slug)
+        if not count:
+            await self._limiter.check(key.id, key.rate_limit)
+            return key, None
         return key, await self._limiter.hit(key.id, key.rate_limit)
 
     async def fetch(self, value: str, *, field: str) -> bytes:
@@ -239,6 +282,21 @@ class GenerationService:
                 verify()
             else:
                 await asyncio.to_thread(verify)
+
+
+class _Count:
+    """A request's rate-limit count, taken once, later than its check (see ``submit``)."""
+
+    def __init__(self, limiter: RateLimiter, key: KeyRecord) -> None:
+        self._limiter = limiter
+        self._key = key
+        self.taken = False
+
+    async def take(self) -> RateState:
+        """Count the request (429 when a concurrent request took the window's last place)."""
+        assert not self.taken
+        self.taken = True
+        return await self._limiter.hit(self._key.id, self._key.rate_limit)
 
 
 def configured_presets(settings: Settings) -> dict[Task, Preset]:

@@ -60,14 +60,25 @@ class RateLimiter:
         items = parse_rule(rule or self._default)
         for item in items:
             if not await self._limiter.hit(item, key_id):
-                state = await self._state(items, key_id)
-                retry = max(1, math.ceil(state.reset_at - time.time()))
-                error = RateLimited(
-                    f"rate limit exceeded ({item}); retry in {retry} s", retry_after=retry
-                )
-                error.headers = state.headers()
-                raise error
+                raise await self._refusal(items, item, key_id)
         return await self._state(items, key_id)
+
+    async def check(self, key_id: str, rule: str | None) -> None:
+        """Raise :class:`RateLimited` when one more request would be over the limit, without
+        counting one (:meth:`hit` counts it later)."""
+        items = parse_rule(rule or self._default)
+        for item in items:
+            if not await self._limiter.test(item, key_id):
+                raise await self._refusal(items, item, key_id)
+
+    async def _refusal(
+        self, items: tuple[RateLimitItem, ...], item: RateLimitItem, key_id: str
+    ) -> RateLimited:
+        state = await self._state(items, key_id)
+        retry = max(1, math.ceil(state.reset_at - time.time()))
+        error = RateLimited(f"rate limit exceeded ({item}); retry in {retry} s", retry_after=retry)
+        error.headers = state.headers()
+        return error
 
     async def close(self) -> None:
         """Close the Redis connection pool, if any (limits offers no public close)."""
