@@ -76,6 +76,11 @@ class Conflict(KinemaError):
     default_message = "conflict"
 
 
+class PayloadTooLarge(KinemaError):
+    status_code = 413
+    default_message = "request body too large"
+
+
 class Gone(KinemaError):
     status_code = 410
     default_message = "this model has been retired"

@@ -176,6 +176,36 @@ async def test_not_enough_credits_is_406_and_charges_nothing(ctx: Ctx) -> None:
     assert r.json() == {"credits": 0.03}
 
 
+async def test_a_body_over_the_size_limit_is_413_while_it_is_read(
+    tmp_path: Path, static_runner: Any
+) -> None:
+    settings = make_settings(tmp_path, server={"max_body_mb": 0.01})  # 10 KiB
+    async with app_context(settings, static_runner) as c:
+        key = await c.key(credits=1)
+        h = {"x-api-key": key}
+        big = _img(image_url="A" * 20_000)
+        for path in ("/v1/kling-3-image2image", IMAGE, "/v1/kling-create-voice"):
+            r = await c.client.post(path, json=big, headers=h)
+            assert r.status_code == 413, (path, r.text)
+            assert r.json() == {
+                "error": "request body exceeds the 0.01 MB limit (server.max_body_mb); "
+                "send large images as URLs"
+            }
+
+        async def chunks() -> Any:  # no Content-Length: refused once past the limit
+            for _ in range(30):
+                yield b" " * 1000
+
+        r = await c.client.post(
+            IMAGE, content=chunks(), headers={**h, "content-type": "application/json"}
+        )
+        assert r.status_code == 413 and "0.01 MB" in r.json()["error"]
+        small = await c.client.post(IMAGE, json=_img(), headers=h)
+        assert small.status_code == 200
+        r = await c.client.get("/v1/get-user-credits", headers=h)
+        assert r.json() == {"credits": pytest.approx(1 - 0.035)}
+
+
 async def test_rate_limit_429_with_headers(ctx: Ctx) -> None:
     key = await ctx.key(rate_limit="2/minute")
     h = {"x-api-key": key}

@@ -1,4 +1,5 @@
-"""Request-scoped helpers shared by every router: the services container and the caller's key."""
+"""Request-scoped helpers shared by every router: the services container, the caller's key, the
+body read under its size limit, and the route class of the sync path."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
+from kinema.errors import PayloadTooLarge
 from kinema.jobs.service import JobService
 from kinema.settings import Settings
 from kinema.storage.base import Storage
@@ -71,6 +73,31 @@ class DirectRoute(APIRoute):
             return response
 
         return handle
+
+
+async def read_body(request: Request, limit_mb: float) -> bytes:
+    """The request body, read up to ``limit_mb`` (``server.max_body_mb``): a larger declared
+    Content-Length is refused before reading, a longer stream as soon as it passes the limit
+    (413), so no more than the limit is ever held."""
+    limit = int(limit_mb * 1024 * 1024)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(limit_mb))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(limit_mb))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit_mb: float) -> str:
+    return (
+        f"request body exceeds the {limit_mb:g} MB limit (server.max_body_mb); "
+        "send large images as URLs"
+    )
 
 
 def api_key(request: Request) -> str | None:

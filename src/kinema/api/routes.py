@@ -9,7 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from kinema.api.deps import DirectRoute, Services, api_key, base_url, services, services_of
+from kinema.api.deps import (
+    DirectRoute,
+    Services,
+    api_key,
+    base_url,
+    read_body,
+    services,
+    services_of,
+)
 from kinema.api.headers import generation_headers
 from kinema.api.schemas import AsyncSubmitResponse, ErrorResponse
 from kinema.api.service import Submission
@@ -20,7 +28,8 @@ from kinema.jobs.service import WORKER_LOST
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 406, 410, 429, 500, 502, 504)
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 403, 404, 406, 410, 413, 429, 500, 502, 504)
 }
 SvcDep = Annotated[Services, Depends(services)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -33,7 +42,7 @@ async def _submit(
         slug,
         content_type=request.headers.get("content-type"),
         api_key=api_key(request),
-        body=await request.body(),
+        body=await read_body(request, svc.settings.server.max_body_mb),
         sync=sync,
         idempotency_key=idempotency_key,
     )
