@@ -192,6 +192,11 @@ async def test_a_body_over_the_size_limit_is_413_while_it_is_read(
                 "send large images as URLs"
             }
 
+        # The body is read only for a known key within its rate limit.
+        assert (await c.client.post(IMAGE, json=big)).status_code == 401
+        r = await c.client.post(IMAGE, json=big, headers={"x-api-key": "kin_unknown"})
+        assert r.status_code == 401
+
         async def chunks() -> Any:  # no Content-Length: refused once past the limit
             for _ in range(30):
                 yield b" " * 1000

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -42,7 +43,7 @@ async def _submit(
         slug,
         content_type=request.headers.get("content-type"),
         api_key=api_key(request),
-        body=await read_body(request, svc.settings.server.max_body_mb),
+        body=functools.partial(read_body, request, svc.settings.server.max_body_mb),
         sync=sync,
         idempotency_key=idempotency_key,
     )

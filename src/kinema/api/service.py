@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,10 +115,12 @@ class GenerationService:
         *,
         content_type: str | None,
         api_key: str | None,
-        body: bytes,
+        body: Callable[[], Awaitable[bytes]],
         sync: bool,
         idempotency_key: str | None = None,
     ) -> tuple[Submission, Any]:
+        """``body`` reads the request body (under its size limit): only once the key and its rate
+        limit have passed, so an unknown caller's body is never read."""
         endpoint = self.endpoint(slug)
         # A sync request that may start early is only checked against its rate limit here, and
         # counted once its job is on its way to a worker (the counter's bookkeeping then
@@ -141,11 +144,12 @@ class GenerationService:
         key: KeyRecord,
         rate: RateState | None,
         count: _Count | None,
-        body: bytes,
+        read_body: Callable[[], Awaitable[bytes]],
         sync: bool,
         idempotency_key: str | None,
     ) -> tuple[Submission, Any]:
         slug = endpoint.slug
+        body = await read_body()
         request = parse_body(endpoint.request_model, body)
         voice_ids = endpoint.voice_ids(request)
         if voice_ids and self._voices is not None:
