@@ -388,6 +388,20 @@ async def test_a_sync_answer_is_final_at_once_for_status_reads(
     assert await ledger_and_balance(ctx.svc, record.id) == (965_000, 965_000)
 
 
+@pytest.fixture
+def started(static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the jobs the static runner is given during the test."""
+    ids: list[str] = []
+    real_run = static_runner.run
+
+    async def counting_run(task: RunTask, on_progress: Any) -> Any:
+        ids.append(task.job_id)
+        return await real_run(task, on_progress)
+
+    monkeypatch.setattr(static_runner, "run", counting_run)
+    return ids
+
+
 def _noisy_png() -> bytes:
     buf = io.BytesIO()
     Image.frombytes("RGB", (64, 48), bytes(range(256)) * 36).save(buf, format="PNG")
@@ -407,20 +421,12 @@ async def _job_rows(c: Ctx) -> list[Any]:
 
 
 async def test_a_sync_job_refused_after_reaching_its_worker_leaves_no_trace(
-    ctx: Ctx, static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch
+    ctx: Ctx, started: list[str]
 ) -> None:
     """A sync job goes to its worker once its body and input headers are checked; the full input
     check and the credit reservation follow while it runs. When either refuses the request, the
     client gets its 400/406 and the run leaves nothing: no job row, no charge, no output. A key
     known to be short of credits no longer makes the worker start at all."""
-    started: list[str] = []
-    real_run = static_runner.run
-
-    async def counting_run(task: RunTask, on_progress: Any) -> Any:
-        started.append(task.job_id)
-        return await real_run(task, on_progress)
-
-    monkeypatch.setattr(static_runner, "run", counting_run)
     image = "/v1/kling-3-image2image"
     poor = await ctx.key(credits=0.03)  # an image costs 0.035
     for _ in range(2):
@@ -462,18 +468,10 @@ async def test_a_sync_job_refused_after_reaching_its_worker_leaves_no_trace(
 
 
 async def test_sync_requests_are_rate_limited_before_their_run_and_counted_once(
-    ctx: Ctx, static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch
+    ctx: Ctx, started: list[str]
 ) -> None:
     """A sync request is checked against its key's rate limit before anything runs and counted
     once its job is on its way to a worker; a request that fails before that counts too."""
-    started: list[str] = []
-    real_run = static_runner.run
-
-    async def counting_run(task: RunTask, on_progress: Any) -> Any:
-        started.append(task.job_id)
-        return await real_run(task, on_progress)
-
-    monkeypatch.setattr(static_runner, "run", counting_run)
     image = "/v1/kling-3-image2image"
     h = {"x-api-key": await ctx.key(credits=1, rate_limit="2/minute")}
     bad = await ctx.client.post(image, json={"image_url": B64, "prompt": ""}, headers=h)
