@@ -130,11 +130,11 @@ class GenerationService:
         key, rate = await self.admit(
             slug, content_type=content_type, api_key=api_key, count=not late
         )
-        count = _Count(self._limiter, key) if late else None
+        count = _Count(self._limiter, key, rate)
         try:
-            return await self._submit(endpoint, key, rate, count, body, sync, idempotency_key)
+            return await self._submit(endpoint, key, count, body, sync, idempotency_key)
         finally:
-            if count is not None and not count.taken:
+            if not count.taken:
                 with contextlib.suppress(RateLimited):
                     await count.take()
 
@@ -142,8 +142,7 @@ class GenerationService:
         self,
         endpoint: Endpoint,
         key: KeyRecord,
-        rate: RateState | None,
-        count: _Count | None,
+        count: _Count,
         read_body: Callable[[], Awaitable[bytes]],
         sync: bool,
         idempotency_key: str | None,
@@ -172,13 +171,12 @@ class GenerationService:
         if idempotency_key:
             earlier = await self._jobs.replay(new)
             if earlier is not None:
-                assert rate is not None  # idempotency keys are async-only: counted at admission
-                return Submission(earlier, key, rate, endpoint, None), request
+                return Submission(earlier, key, await count.take(), endpoint, None), request
         refs = endpoint.media(request)
         blobs = await self._fetch_all(refs)
         handoff = await self._slot(new)
         if handoff is None:
-            rate = await count.take() if count else rate
+            await count.take()
             await self._verify_all(refs, blobs)
         try:
             inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
@@ -189,7 +187,7 @@ class GenerationService:
                 # One loop turn, so that the job's task sends it to the worker before the
                 # request's remaining checks and its insert (which then overlap with the run).
                 await asyncio.sleep(0)
-                rate = await count.take() if count else rate
+                await count.take()
                 await self._verify_all(refs, blobs)
             job, balance = await self._jobs.submit(new, handoff.lease if handoff else None)
         except BaseException as exc:
@@ -204,8 +202,7 @@ class GenerationService:
         elif handoff is not None:
             assert self._handoff is not None
             self._handoff.admit(handoff, job)
-        assert rate is not None
-        return Submission(job, key, rate, endpoint, balance), request
+        return Submission(job, key, await count.take(), endpoint, balance), request
 
     async def _slot(self, new: NewJob) -> Handoff | None:
         """A free local slot for a sync job, unless its key is known to be short of its price."""
@@ -289,18 +286,23 @@ class GenerationService:
 
 
 class _Count:
-    """A request's rate-limit count, taken once, later than its check (see ``submit``)."""
+    """A request's rate-limit count, taken once: at admission (``state`` given), or later than
+    its check (see ``submit``)."""
 
-    def __init__(self, limiter: RateLimiter, key: KeyRecord) -> None:
+    def __init__(self, limiter: RateLimiter, key: KeyRecord, state: RateState | None) -> None:
         self._limiter = limiter
         self._key = key
-        self.taken = False
+        self._state = state
+        self.taken = state is not None
 
     async def take(self) -> RateState:
-        """Count the request (429 when a concurrent request took the window's last place)."""
-        assert not self.taken
-        self.taken = True
-        return await self._limiter.hit(self._key.id, self._key.rate_limit)
+        """Count the request unless it was counted; its rate-limit state either way (429 when a
+        concurrent request took the window's last place; a refused count is not taken again)."""
+        if self._state is None:
+            assert not self.taken
+            self.taken = True
+            self._state = await self._limiter.hit(self._key.id, self._key.rate_limit)
+        return self._state
 
 
 def configured_presets(settings: Settings) -> dict[Task, Preset]:

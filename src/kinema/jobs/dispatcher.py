@@ -160,7 +160,8 @@ class Dispatcher:
 
     async def offer_slot(self) -> Handoff | None:
         """A slot for a job about to be inserted, when one is free and no job waits in the
-        queue (so nothing older is overtaken); None otherwise. Pair with take() or withdraw()."""
+        queue (so nothing older is overtaken); None otherwise. Pair with start_early() or
+        withdraw()."""
         if self._stopping or self._free_slots() <= 0:
             return None
         if not self._drained:
