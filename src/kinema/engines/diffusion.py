@@ -1,8 +1,8 @@
 """Torch-side plumbing shared by the diffusers engines (worker process only).
 
 Device and dtype choice, loading a pipeline through ``from_pretrained`` (hub id or local
-directory, the same call for real and tiny weights), placement, seeds, per-step progress and
-counting transformer passes.
+directory, the same call for real and tiny weights), placement, seeds, per-step progress,
+counting transformer passes, and the one call of the image-edit pipelines.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, TypeVar, cast
 
 import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from PIL import Image
 
-from kinema.engines.base import ProgressFn
+from kinema.engines.base import ImageOutput, ProgressFn
 from kinema.engines.registry import LoadOptions
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -85,6 +86,46 @@ def step_callback(progress: ProgressFn, total_steps: int) -> Callable[..., dict[
         return {}
 
     return on_step_end
+
+
+def edit_image(
+    pipeline: DiffusionPipeline,
+    images: list[Image.Image],
+    size: tuple[int, int],
+    *,
+    steps: int,
+    seed: int | None,
+    progress: ProgressFn,
+    **call: Any,
+) -> ImageOutput:
+    """One call of an image-edit pipeline that takes a list of images (the source first, then
+    the references) at the working ``size``: the RGB result, and what the run did (steps,
+    transformer passes, seed, references, working size). ``call``: the pipeline's own
+    arguments (prompt, guidance, …)."""
+    width, height = size
+    generator, used = seeded_generator(seed)
+    call_pipeline = cast(Any, pipeline)  # __call__ is each pipeline's own, untyped in diffusers
+    with count_calls(cast(torch.nn.Module, call_pipeline.transformer)) as passes:
+        result = call_pipeline(
+            image=images,
+            width=width,
+            height=height,
+            num_inference_steps=steps,
+            generator=generator,
+            output_type="pil",
+            return_dict=False,
+            callback_on_step_end=step_callback(progress, steps),
+            **call,
+        )
+    image = cast(list[Image.Image], result[0])[0].convert("RGB")
+    info = {
+        "steps": steps,
+        "transformer_passes": passes.calls,
+        "seed": used,
+        "reference_images": len(images) - 1,
+        "working_size": [width, height],
+    }
+    return ImageOutput(image=image, info=info)
 
 
 @dataclass

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import torch
 from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
 from PIL import Image
 
 from kinema.engines.base import Capabilities, ImageJob, ImageOutput, ProgressFn
-from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
+from kinema.engines.diffusion import edit_image, load_pipeline
 from kinema.engines.geometry import working_size
 from kinema.engines.presets import FLUX2_KLEIN_4B, TINY_FLUX2_KLEIN
 from kinema.engines.registry import LoadOptions
@@ -63,34 +62,19 @@ class Flux2KleinEngine:
         The working size keeps the job's aspect with the long side capped by ``max_working_side``;
         the worker resizes the result to the contract size.
         """
-        width, height = working_size(job.width, job.height, self.capabilities)
-        images = self._condition_images(job, width, height)
-        generator, seed = seeded_generator(job.seed)
-        transformer = cast(torch.nn.Module, self.pipeline.transformer)
-        with count_calls(transformer) as passes:
-            result = self.pipeline(
-                image=images,
-                prompt=job.prompt,
-                width=width,
-                height=height,
-                num_inference_steps=self.steps,
-                guidance_scale=1.0,
-                generator=generator,
-                max_sequence_length=self.settings.max_sequence_length,
-                output_type="pil",
-                return_dict=False,
-                callback_on_step_end=step_callback(progress, self.steps),
-                **self._text_encoder_kwargs(),
-            )
-        image = cast(list[Image.Image], result[0])[0].convert("RGB")
-        info = {
-            "steps": self.steps,
-            "transformer_passes": passes.calls,
-            "seed": seed,
-            "reference_images": len(images) - 1,
-            "working_size": [width, height],
-        }
-        return ImageOutput(image=image, info=info)
+        size = working_size(job.width, job.height, self.capabilities)
+        return edit_image(
+            self.pipeline,
+            self._condition_images(job, *size),
+            size,
+            steps=self.steps,
+            seed=job.seed,
+            progress=progress,
+            prompt=job.prompt,
+            guidance_scale=1.0,
+            max_sequence_length=self.settings.max_sequence_length,
+            **self._text_encoder_kwargs(),
+        )
 
     def _condition_images(self, job: ImageJob, width: int, height: int) -> list[Image.Image]:
         references = job.element_images(self.capabilities.max_references)

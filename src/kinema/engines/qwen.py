@@ -41,7 +41,7 @@ from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from kinema.engines.base import Capabilities, ImageJob, ImageOutput, ProgressFn
-from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
+from kinema.engines.diffusion import edit_image, load_pipeline
 from kinema.engines.geometry import working_size
 from kinema.engines.guidance import GUIDANCE
 from kinema.engines.plan import picture_prompt, reference_prompt
@@ -115,38 +115,22 @@ class QwenImageEditEngine:
         The source is cropped to the working aspect (at its own resolution: the pipeline resizes
         it); the worker resizes the result to the contract size.
         """
-        width, height = working_size(job.width, job.height, self.capabilities)
-        images = self._condition_images(job, width, height)
+        size = working_size(job.width, job.height, self.capabilities)
         counts = [len(element.references) for element in job.elements]
-        prompt = picture_prompt(reference_prompt(job.prompt, counts))
         scale = self.true_cfg_scale
-        generator, seed = seeded_generator(job.seed)
-        transformer = cast(torch.nn.Module, self.pipeline.transformer)
-        with count_calls(transformer) as passes:
-            result = self.pipeline(
-                image=images,
-                prompt=prompt,
-                # Guidance runs only with a negative prompt; without guidance one would be unused.
-                negative_prompt=self.settings.negative_prompt if scale > 1.0 else None,
-                true_cfg_scale=scale,
-                width=width,
-                height=height,
-                num_inference_steps=self.steps,
-                generator=generator,
-                output_type="pil",
-                return_dict=False,
-                callback_on_step_end=step_callback(progress, self.steps),
-            )
-        image = cast(list[Image.Image], result[0])[0].convert("RGB")
-        info = {
-            "steps": self.steps,
-            "transformer_passes": passes.calls,
-            "guidance_scale": scale,
-            "seed": seed,
-            "reference_images": len(images) - 1,
-            "working_size": [width, height],
-        }
-        return ImageOutput(image=image, info=info)
+        output = edit_image(
+            self.pipeline,
+            self._condition_images(job, *size),
+            size,
+            steps=self.steps,
+            seed=job.seed,
+            progress=progress,
+            prompt=picture_prompt(reference_prompt(job.prompt, counts)),
+            # Guidance runs only with a negative prompt; without guidance one would be unused.
+            negative_prompt=self.settings.negative_prompt if scale > 1.0 else None,
+            true_cfg_scale=scale,
+        )
+        return ImageOutput(image=output.image, info={**output.info, "guidance_scale": scale})
 
     def _condition_images(self, job: ImageJob, width: int, height: int) -> list[Image.Image]:
         references = job.element_images(self.capabilities.max_references)
