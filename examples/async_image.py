@@ -10,13 +10,15 @@ import base64
 import io
 import json
 import os
+import sys
 import time
 
 import requests
 from PIL import Image
 
 BASE = os.environ.get("KINEMA_URL", "http://127.0.0.1:8000")
-HEADERS = {"x-api-key": os.environ["KINEMA_KEY"], "Content-Type": "application/json"}
+KEY = os.environ.get("KINEMA_KEY") or sys.exit("set KINEMA_KEY (from `kinema keys create`)")
+HEADERS = {"x-api-key": KEY, "Content-Type": "application/json"}
 
 
 def source_image() -> str:

@@ -14,12 +14,13 @@ import base64
 import io
 import json
 import os
+import sys
 
 import requests
 from PIL import Image, ImageDraw
 
 API_URL = os.environ.get("KINEMA_URL", "http://127.0.0.1:8000") + "/v1/kling-3-standard-image2video"
-API_KEY = os.environ["KINEMA_KEY"]
+API_KEY = os.environ.get("KINEMA_KEY") or sys.exit("set KINEMA_KEY (from `kinema keys create`)")
 
 
 def start_image() -> str:

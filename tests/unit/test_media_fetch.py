@@ -6,6 +6,7 @@ import base64
 import gzip
 import io
 import ipaddress
+import re
 import socket
 import threading
 import time
@@ -178,6 +179,18 @@ async def test_hostname_resolving_to_loopback_is_refused(server: _Server) -> Non
 )
 async def test_private_and_special_addresses_are_refused(host: str) -> None:
     with pytest.raises(InvalidInput, match=rf"^{FIELD}: refused: "):
+        await load_media(f"http://{host}:9/x.png", field=FIELD, policy=FetchPolicy())
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("0.0.0.0", "0.0.0.0 is an unspecified address"),  # noqa: S104 - refused, never bound
+        ("10.0.0.1", "10.0.0.1 is a private address"),
+    ],
+)
+async def test_refusal_names_the_address_kind(host: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=rf"^{FIELD}: refused: {re.escape(message)}$"):
         await load_media(f"http://{host}:9/x.png", field=FIELD, policy=FetchPolicy())
 
 

@@ -140,6 +140,10 @@ def blocked_reason(ip: IPAddress) -> str | None:
     return None
 
 
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves the host, refuses blocked addresses and connects to a checked address only."""
 
@@ -173,7 +177,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         # A name that resolves to any refused address is refused whole: one of them is a trap.
         for ip, reason in zip(addresses, reasons, strict=True):
             if reason is not None and not self._policy.address_allowed(ip):
-                raise BlockedAddressError(f"{host} resolves to {ip}, a {reason}")
+                raise BlockedAddressError(f"{host} resolves to {ip}, {_article(reason)} {reason}")
         return addresses
 
     async def _resolve(self, host: str, port: int, limit_s: float | None) -> list[IPAddress]:
@@ -362,7 +366,7 @@ def _check_url(url: httpx.URL, *, field: str, policy: FetchPolicy) -> None:
         return
     reason = blocked_reason(ip)
     if reason is not None and not policy.address_allowed(ip):
-        raise InvalidInput(f"{field}: refused: {url.host} is a {reason}")
+        raise InvalidInput(f"{field}: refused: {url.host} is {_article(reason)} {reason}")
 
 
 async def _read_capped(response: httpx.Response, *, field: str, policy: FetchPolicy) -> bytes:
