@@ -12,6 +12,7 @@
     ├── InsufficientCredits (406)     balance cannot cover the price
     ├── Conflict (409)                idempotency key reused with another body
     ├── Gone (410)                    model retired by the operator
+    ├── PayloadTooLarge (413)         request body over server.max_body_mb
     ├── GenerationFailed (422)        the generation ran and failed (async answers)
     ├── RateLimited (429)             carries retry_after seconds
     ├── BackendUnavailable (502)      no worker / runner could take the job

@@ -181,6 +181,22 @@ async def test_not_enough_credits_is_406_and_charges_nothing(ctx: Ctx) -> None:
     assert r.json() == {"credits": 0.03}
 
 
+async def test_refused_submits_carry_the_rate_limit_state_they_counted_against(ctx: Ctx) -> None:
+    # Every submit counts, whatever its answer: a refused one says where the key stands.
+    key = await ctx.key(credits=0.03, rate_limit="5/minute")
+    h = {"x-api-key": key}
+    bad_video = {"start_image_url": B64, "prompt": "x", "duration": "2"}
+    answers = [
+        await ctx.client.post(VIDEO, json=bad_video, headers=h),  # sync, 400
+        await ctx.client.post("/v2/kling-3-image2image", json=_img(aspect_ratio="5:4"), headers=h),
+        await ctx.client.post(IMAGE, json=_img(), headers=h),  # 406: 0.035 > 0.03
+    ]
+    assert [r.status_code for r in answers] == [400, 400, 406]
+    assert [r.headers["x-rate-limit-remaining"] for r in answers] == ["4", "3", "2"]
+    assert all(r.headers["x-rate-limit-reset-at-utc"].endswith("Z") for r in answers)
+    assert all("retry-after" not in r.headers for r in answers)
+
+
 async def test_a_body_over_the_size_limit_is_413_while_it_is_read(
     tmp_path: Path, static_runner: Any
 ) -> None:

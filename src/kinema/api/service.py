@@ -32,6 +32,7 @@ from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import (
     Gone,
     InsufficientCredits,
+    KinemaError,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
@@ -137,10 +138,14 @@ class GenerationService:
         count = _Count(self._limiter, key, rate)
         try:
             return await self._submit(endpoint, key, count, body, sync, idempotency_key)
+        except KinemaError as exc:
+            # A refused submit counts too, so its answer says where the key stands.
+            state = await count.settle()
+            if state is not None:
+                exc.headers = {**state.headers(), **exc.headers}
+            raise
         finally:
-            if not count.taken:
-                with contextlib.suppress(RateLimited):
-                    await count.take()
+            await count.settle()
 
     async def _submit(
         self,
@@ -298,6 +303,14 @@ class _Count:
         self._key = key
         self._state = state
         self.taken = state is not None
+
+    async def settle(self) -> RateState | None:
+        """Count the request unless it was (every submit counts once, whatever its answer):
+        its rate-limit state, or None when that count was refused."""
+        if not self.taken:
+            with contextlib.suppress(RateLimited):
+                await self.take()
+        return self._state
 
     async def take(self) -> RateState:
         """Count the request unless it was counted; its rate-limit state either way (429 when a
