@@ -205,12 +205,12 @@ def engine_alone(image_b64: str, n: int) -> list[float]:
 
 def v1_round_trips(
     port: int, key: str, image_b64: str, n: int, path: str = f"/v1/{SLUG}"
-) -> tuple[list[float], list[float]]:
-    """``n`` sequential sync calls on one keep-alive connection: round trips and the server's
-    ``x-generation-time`` for each."""
+) -> tuple[list[float], list[float], list[str]]:
+    """``n`` sequential sync calls on one keep-alive connection: round trips, the server's
+    ``x-generation-time`` and ``x-request-id`` (empty from the bare app) for each."""
     body = json.dumps({"image_url": image_b64, "prompt": "x"})
     headers = {"x-api-key": key, "content-type": "application/json"}
-    totals, gen = [], []
+    totals, gen, ids = [], [], []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for _ in range(n):
@@ -222,9 +222,30 @@ def v1_round_trips(
             if response.status != 200:
                 raise RuntimeError(f"v1 call answered {response.status}")
             gen.append(float(response.getheader("x-generation-time") or 0))
+            ids.append(response.getheader("x-request-id") or "")
     finally:
         conn.close()
-    return totals, gen
+    return totals, gen, ids
+
+
+def generation_times(port: int, key: str, ids: list[str]) -> list[float]:
+    """Each Kinema request's inference time as recorded (``metrics.inference_time`` of its
+    result), read after the timed calls: ``x-generation-time`` is rounded to the millisecond,
+    which against a 2 ms overhead would bias the added time whenever the engine's times cluster
+    within a millisecond."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    try:
+        for request_id in ids:
+            conn.request("GET", f"/v2/requests/{request_id}", headers={"x-api-key": key})
+            response = conn.getresponse()
+            result = json.loads(response.read())
+            if response.status != 200:
+                raise RuntimeError(f"result of {request_id} answered {response.status}")
+            times.append(float(result["metrics"]["inference_time"]))
+    finally:
+        conn.close()
+    return times
 
 
 async def submit_throughput(url: str, key: str, image_b64: str, n: int, conc: int) -> float:
@@ -262,20 +283,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             aurl = f"http://127.0.0.1:{aport}"
             await asyncio.gather(wait_healthy(kurl), wait_healthy(burl), wait_healthy(aurl))
             v1_round_trips(bport, "-", image, 10)  # warm-up
-            floor, _ = v1_round_trips(bport, "-", image, args.v1_requests)
+            floor, _, _ = v1_round_trips(bport, "-", image, args.v1_requests)
             via = f"/v1-worker/{SLUG}"
             v1_round_trips(bport, "-", image, 10, via)
             v1_round_trips(kport, key, image, 10)
             # Alternating blocks, so that both see the same phases of a drifting VM.
-            totals, gen, w_totals, w_gen = [], [], [], []
+            totals, header_gen, ids, w_totals, w_gen = [], [], [], [], []
             block = max(1, args.v1_requests // 4)
             for _ in range(4):
-                t, g = v1_round_trips(kport, key, image, block)
+                t, g, i = v1_round_trips(kport, key, image, block)
                 totals += t
-                gen += g
-                t, g = v1_round_trips(bport, "-", image, block, via)
+                header_gen += g
+                ids += i
+                t, g, _ = v1_round_trips(bport, "-", image, block, via)
                 w_totals += t
                 w_gen += g
+            gen = generation_times(kport, key, ids)
             n, c = args.requests, args.concurrency
             bare_rps = await submit_throughput(burl, "-", image, n, c)
             api_rps = await submit_throughput(aurl, akey, image, n, c)
@@ -296,6 +319,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "round_trip_p50_ms": statistics.median(totals) * ms,
             "round_trip_p95_ms": percentile(totals, 0.95) * ms,
             "generation_p50_ms": statistics.median(gen) * ms,
+            "added_by_header_p50_ms": statistics.median(
+                [t - g for t, g in zip(totals, header_gen, strict=True)]
+            )
+            * ms,
             "added_p50_ms": statistics.median(added) * ms,
             "added_p95_ms": percentile(added, 0.95) * ms,
             "worker_floor_p50_ms": statistics.median(worker_floor) * ms,
@@ -321,8 +348,13 @@ def print_table(result: dict[str, Any]) -> None:
         ("v1 HTTP floor (bare FastAPI, same PNG) p50 (ms)", f"{v1['http_floor_p50_ms']:.2f}", ""),
         ("v1 engine alone p50 (ms)", f"{v1['engine_alone_p50_ms']:.2f}", ""),
         ("v1 round trip p50 (ms)", f"{v1['round_trip_p50_ms']:.2f}", ""),
-        ("v1 generation (x-generation-time) p50 (ms)", f"{v1['generation_p50_ms']:.2f}", ""),
+        ("v1 generation (metrics.inference_time) p50 (ms)", f"{v1['generation_p50_ms']:.2f}", ""),
         ("v1 added by the gateway p50 (ms)", f"{v1['added_p50_ms']:.2f}", "target ≤ 3"),
+        (
+            "v1 added, from x-generation-time (whole ms) p50 (ms)",
+            f"{v1['added_by_header_p50_ms']:.2f}",
+            "",
+        ),
         ("v1 added by the gateway p95 (ms)", f"{v1['added_p95_ms']:.2f}", ""),
         (
             "v1 floor with a worker hop (bare FastAPI + pipe helper) p50 (ms)",

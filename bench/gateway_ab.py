@@ -3,7 +3,7 @@
 Starts one server per version (``--a`` / ``--b``: a git ref, checked out into a temporary
 worktree, or ``.`` for the working tree) and sends sequential sync requests to both in
 alternating blocks, so that both see the same phases of a drifting machine; prints the added
-milliseconds (round trip − ``x-generation-time``) of each and their difference, and writes
+milliseconds (round trip − the recorded inference time) of each and their difference, and writes
 JSON. An A/A run (the same version twice) shows the noise floor: on the project's 2-vCPU VM,
 differences under ~0.15 ms at 600 requests each are noise. Bounded in count and time.
 
@@ -25,7 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import ROOT, free_port, small_png, start_kinema, v1_round_trips, wait_healthy
+from gateway import (
+    ROOT,
+    free_port,
+    generation_times,
+    small_png,
+    start_kinema,
+    v1_round_trips,
+    wait_healthy,
+)
 
 DEADLINE_S = 600
 """The request loop stops after this long, whatever the count."""
@@ -69,6 +77,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             asyncio.run(up())
             added: list[list[float]] = [[], []]
+            trips: list[list[float]] = [[], []]
+            request_ids: list[list[str]] = [[], []]
             for (_, key), port in zip(servers, ports, strict=True):
                 v1_round_trips(port, key, image, 20)  # warm-up
             deadline = time.monotonic() + DEADLINE_S
@@ -77,8 +87,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 order = (0, 1) if block % 2 == 0 else (1, 0)
                 for i in order:
-                    totals, gen = v1_round_trips(ports[i], servers[i][1], image, args.block)
-                    added[i] += [t - g for t, g in zip(totals, gen, strict=True)]
+                    totals, _, ids = v1_round_trips(ports[i], servers[i][1], image, args.block)
+                    trips[i] += totals
+                    request_ids[i] += ids
+            for i, ((_, key), port) in enumerate(zip(servers, ports, strict=True)):
+                gen = generation_times(port, key, request_ids[i])
+                added[i] = [t - g for t, g in zip(trips[i], gen, strict=True)]
         finally:
             for proc, _ in servers:
                 proc.terminate()
