@@ -24,7 +24,7 @@ from kinema.api.schemas import AsyncSubmitResponse, ErrorResponse
 from kinema.api.service import Submission
 from kinema.errors import BackendUnavailable, GenerationTimeout, KinemaError
 from kinema.jobs.models import Status
-from kinema.jobs.service import WORKER_LOST
+from kinema.jobs.service import SHUT_DOWN, WORKER_LOST
 
 router = APIRouter()
 
@@ -99,8 +99,10 @@ def install_sync(app_router: APIRouter) -> None:
 
 def _sync_failure(error: str, headers: dict[str, str]) -> KinemaError:
     """A sync generation that failed after acceptance (already refunded): 502 when no worker
-    could run it, 500 otherwise; the 422 of a failed request is the async path's."""
-    failure = BackendUnavailable(error) if error.startswith(WORKER_LOST) else KinemaError(error)
+    could run it (lost, or stopped with the server), 500 otherwise; the 422 of a failed request
+    is the async path's."""
+    unavailable = error.startswith(WORKER_LOST) or error == SHUT_DOWN
+    failure = BackendUnavailable(error) if unavailable else KinemaError(error)
     failure.headers = headers
     return failure
 

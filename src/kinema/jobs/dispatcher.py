@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Job, Lease, NewJob, Status
-from kinema.jobs.service import CANCELLED, WORKER_LOST, JobService
+from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
 from kinema.jobs.workdir import Handoff, empty_dir, input_keys, input_path, local_inputs
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
@@ -90,8 +90,8 @@ class Dispatcher:
         self._renewer = asyncio.create_task(self._renew_forever(), name="kinema-lease-renewal")
 
     async def stop(self) -> None:
-        """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then abandon
-        the rest to their lease (another dispatcher or the next start retries them)."""
+        """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then stop the
+        rest and hand them back (:meth:`_hand_back`)."""
         # A flag, not cancellation: Python 3.11's wait_for can swallow a cancel that races
         # with the event it waits for, which would leave the loop running forever.
         self._stopping = True
@@ -102,9 +102,11 @@ class Dispatcher:
         running = list(self._active.values())
         if running:
             await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
+        interrupted = [held for job_id, held in self._held.items() if job_id in self._running]
         for task in running:
-            task.cancel()
+            task.cancel()  # a run's task tells its worker to stop
         await asyncio.gather(*running, return_exceptions=True)
+        await self._hand_back(interrupted)
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -257,13 +259,15 @@ class Dispatcher:
             lambda conn: repo.abandoned(conn, now=now, max_attempts=self._settings.max_attempts)
         )
         for job in lost:  # their dispatcher died: settled under its lease owner
-            await self._fail(job, _abandoned(job), owner=job.lease_owner)
+            error = CANCELLED if job.cancel_requested else _abandoned(job)
+            await self._fail(job, error, owner=job.lease_owner)
 
     async def _execute(self, job: Job | NewJob, handoff: Handoff | None) -> None:
         """Run and settle ``job`` (a :class:`NewJob` when it was started before its insert);
         ``handoff`` holds its inputs when it was handed off."""
         workdir = handoff.workdir if handoff else self._scratch(prefix=f"{job.id}-")
-        held = _Held(job.id)  # its lease is renewed from its insert until it is settled
+        # Its lease is renewed from its insert until it is settled.
+        held = _Held(job.id, handed_off=handoff is not None)
         if handoff is None:
             self._held[job.id] = held
         else:
@@ -352,6 +356,35 @@ class Dispatcher:
         if await self._jobs.settle_failed(job, error, owner=owner):
             await self._storage.unprepare(f"outputs/{job.id}")
 
+    async def _hand_back(self, interrupted: list[_Held]) -> None:
+        """Jobs whose runs a stop interrupted, still leased here. One taken from the queue goes
+        back to it at once with its attempt given back (a stop is no failure), so the next start
+        or another process runs it without waiting for the lease to expire. A sync job handed
+        straight to this process fails and is refunded: its client waits on this process, which
+        is going away, and its inputs lived here. So does a job a cancel was asked for (as a
+        cancel, refunded). A job cut off while settling, after its run, is left to its lease."""
+        if not interrupted:
+            return
+        queued = [held.job_id for held in interrupted if not held.handed_off]
+        released = await self._db.write(
+            lambda conn: {
+                job_id
+                for job_id in queued
+                if repo.release(conn, job_id, self.owner, attempt_back=True)
+            }
+        )
+        for job_id in released:
+            await self._storage.unprepare(f"outputs/{job_id}")
+        if released:
+            log.info("handed %d interrupted job(s) back to the queue", len(released))
+        for held in interrupted:
+            if held.job_id in released:
+                continue
+            job = await self._db.read(functools.partial(repo.get, job_id=held.job_id))
+            if job is not None:  # handed off, or a cancel was asked for (no-op if not ours)
+                error = CANCELLED if job.cancel_requested else SHUT_DOWN
+                await self._fail(job, error, owner=self.owner)
+
     async def _persist_inputs(self, job: Job, handoff: Handoff) -> None:
         """Move a handed-off job's inputs from memory or its scratch directory into the storage,
         where a retry (by any process) finds them."""
@@ -368,7 +401,9 @@ class Dispatcher:
         if job.attempts >= self._settings.max_attempts:
             await self._fail(job, _abandoned(job), owner=self.owner)
             return True
-        await self._db.write(lambda conn: repo.release(conn, job.id, self.owner))
+        if not await self._db.write(lambda conn: repo.release(conn, job.id, self.owner)):
+            await self._fail(job, CANCELLED, owner=self.owner)  # a cancel was asked for
+            return True
         self._jobs.notifier.job_submitted()
         return False
 
@@ -478,6 +513,8 @@ class _Held:
     """A job this dispatcher holds: its latest progress and the last one published."""
 
     job_id: str
+    handed_off: bool = False
+    """Sent straight from a sync request to this process's worker (not claimed from the queue)."""
     progress: float = 0.0
     sent: float = -1.0
 

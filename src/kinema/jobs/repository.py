@@ -177,13 +177,14 @@ _ABANDONED = Prepared(
     select(jobs).where(
         jobs.c.status == Status.PROCESSING.value,
         jobs.c.lease_expires_at < _NOW,
-        jobs.c.attempts >= bindparam("b_max_attempts"),
+        or_(jobs.c.attempts >= bindparam("b_max_attempts"), jobs.c.cancel_requested.is_(True)),
     )
 )
 
 
 def abandoned(conn: Connection, *, now: float, max_attempts: int) -> list[Job]:
-    """Jobs whose runner died once too often: lease expired with no attempts left."""
+    """Jobs whose lease expired that no claim will take again: their runner died once too
+    often, or after a cancel was asked for (which only the lease holder could act on)."""
     rows = _ABANDONED.rows(conn, {"b_now": now, "b_max_attempts": max_attempts})
     return [_job(r) for r in rows]
 
@@ -257,16 +258,21 @@ def finish(
     return _job(row) if row else None
 
 
-def release(conn: Connection, job_id: str, owner: str) -> bool:
-    """Hand a job back to the queue (its runner was lost; the next claim retries it)."""
+def release(conn: Connection, job_id: str, owner: str, *, attempt_back: bool = False) -> bool:
+    """Hand a job leased to ``owner`` back to the queue (the next claim retries it): its runner
+    was lost, or, with ``attempt_back``, a stop interrupted it (which does not count as one of
+    its attempts). False when it is not ``owner``'s, or a cancel was asked for (no claim would
+    take it: it is to be failed and refunded instead)."""
+    attempts = {"attempts": jobs.c.attempts - 1} if attempt_back else {}
     result = conn.execute(
         update(jobs)
         .where(
             jobs.c.id == job_id,
             jobs.c.lease_owner == owner,
             jobs.c.status == Status.PROCESSING.value,
+            jobs.c.cancel_requested.is_(False),
         )
-        .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None)
+        .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None, **attempts)
     )
     return result.rowcount == 1
 

@@ -23,6 +23,7 @@ from kinema.store.db import Database
 
 CANCELLED = "cancelled by the client"
 WORKER_LOST = "the generation worker was lost"
+SHUT_DOWN = "the server shut down before the generation finished"
 
 
 class JobService:
