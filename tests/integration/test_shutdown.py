@@ -17,7 +17,7 @@ from kinema.jobs import repository as repo
 from kinema.jobs.models import Job, Status
 from kinema.jobs.service import CANCELLED, SHUT_DOWN
 from kinema.store.tables import jobs
-from tests.conftest import Ctx, app_context, make_settings, png, wait_status
+from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,25 @@ async def test_a_short_async_job_interrupted_by_a_stop_completes_after_restart_c
         job = await _stored(c2, rid)
         assert job.attempts == 1
         assert await _credits(c2, key) == charged < 10
+
+
+async def test_a_stop_waits_for_the_worker_to_let_go_of_the_runs_it_stops(tmp_path: Path) -> None:
+    # One worker process for both apps: the stop must not return before the worker answered
+    # for the run it stopped, or that late answer would end the job's next run.
+    runner = await start_runner(["test-slow-video", "test-echo-image"], tmp_path / "models")
+    try:
+        async with app_context(settings(tmp_path), runner) as c:
+            key = await c.key(credits=10)
+            h = {"x-api-key": key}
+            rid = (await c.client.post(f"/v2/{VIDEO}", json=BODY, headers=h)).json()["request_id"]
+            await wait_status(c.client, key, rid, "PROCESSING")
+            assert c.svc.dispatcher is not None
+            await c.svc.dispatcher.stop()
+            assert (await _stored(c, rid)).status is Status.QUEUED
+        async with app_context(settings(tmp_path), runner) as c2:
+            await wait_status(c2.client, key, rid, "COMPLETED", timeout=15)
+    finally:
+        await runner.close()
 
 
 async def test_a_job_cancelled_as_the_stop_comes_is_not_queued_again(tmp_path: Path) -> None:

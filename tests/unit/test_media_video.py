@@ -106,6 +106,24 @@ def test_no_partial_file_is_left_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_check_is_called_before_each_frame_and_can_stop_the_encoding(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 5:
+            raise InterruptedError("cancelled")
+
+    path = tmp_path / "stopped.mp4"
+    with pytest.raises(InterruptedError, match="cancelled"):
+        encode_mp4(path, _frames(24), FPS, _tone(1.0, AUDIO_RATE, 440.0), AUDIO_RATE, check=check)
+    assert len(calls) == 5
+    assert list(tmp_path.iterdir()) == []  # no partial file either
+    calls.clear()
+    encode_mp4(path, _frames(24), FPS, None, 0, check=lambda: calls.append(1))
+    assert len(calls) == 24 and probe_mp4(path)["frames"] == 24
+
+
 @pytest.mark.parametrize(
     ("frames", "message"),
     [

@@ -31,6 +31,10 @@ from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
 
+STOP_RUNS_S = 10.0
+"""How long a stop waits for the workers to stop the runs it cancels (they stop at their next
+step) before it abandons them."""
+
 SETTLE_AFTER_ANSWER_S = 0.02
 """The longest a sync job's settle waits after its answer for the next job to go to a worker
 (see Dispatcher._complete)."""
@@ -72,6 +76,8 @@ class Dispatcher:
         self._drained = False
         self._dispatch_waiters: list[asyncio.Future[None]] = []
         """Settles waiting for the next job to be sent to a worker (:meth:`_next_dispatch`)."""
+        self._interrupted: set[str] = set()
+        """Jobs whose runs a stop cancelled (their end is :meth:`_hand_back`'s to settle)."""
         self._spares: list[Path] = []
         """Scratch directories ready for the next hand-offs: finished jobs' directories, emptied
         and reused, or made in advance off any request's path (a new directory costs the disk a
@@ -91,7 +97,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then stop the
-        rest and hand them back (:meth:`_hand_back`)."""
+        rest (at their next step, :data:`STOP_RUNS_S` at most) and hand them back
+        (:meth:`_hand_back`)."""
         # A flag, not cancellation: Python 3.11's wait_for can swallow a cancel that races
         # with the event it waits for, which would leave the loop running forever.
         self._stopping = True
@@ -103,8 +110,16 @@ class Dispatcher:
         if running:
             await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
         interrupted = [held for job_id, held in self._held.items() if job_id in self._running]
-        for task in running:
-            task.cancel()  # a run's task tells its worker to stop
+        # The workers stop those runs at their next step; each run's task then ends by itself,
+        # once its worker has let go of the job's scratch directory.
+        self._interrupted = {held.job_id for held in interrupted}
+        for job_id in self._interrupted:
+            await self._runner.cancel(job_id)
+        left = [task for task in running if not task.done()]
+        if left:
+            await asyncio.wait(left, timeout=STOP_RUNS_S)
+        for task in left:
+            task.cancel()  # a worker that did not answer in time: its run is abandoned
         await asyncio.gather(*running, return_exceptions=True)
         await self._hand_back(interrupted)
         if self._renewer is not None:
@@ -308,6 +323,8 @@ class Dispatcher:
                 raise outcome
             await self._complete(job, outcome)
         except RunCancelled:
+            if job.id in self._interrupted:  # by a stop, not by the client: handed back
+                return False
             await self._fail(job, CANCELLED, owner=self.owner)
         except RunFailed as exc:
             await self._fail(job, f"generation failed: {exc}", owner=self.owner)

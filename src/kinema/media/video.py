@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +47,7 @@ def encode_mp4(
     preset: str = "veryfast",
     crf: int = 18,
     audio_bitrate: int = 192_000,
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Write ``frames`` (``[T, H, W, 3]`` RGB uint8) and optional ``audio`` to an MP4 at ``path``.
 
@@ -54,12 +55,14 @@ def encode_mp4(
     so playback can begin before the download ends. Audio (``[C, S]`` float32 in -1..1, C of 1
     or 2, at ``sample_rate``): AAC stereo at 48 kHz; ``None`` writes no audio stream. The file
     appears at ``path`` only when complete. Raises ``ValueError`` for malformed arrays.
+    ``check`` is called before each frame is encoded; what it raises stops the encoding (and
+    leaves no file).
     """
     _check_frames(frames, fps)
     stereo = None if audio is None else _as_stereo(audio, sample_rate)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        _write(partial, frames, fps, stereo, sample_rate, preset, crf, audio_bitrate)
+        _write(partial, frames, fps, stereo, sample_rate, preset, crf, audio_bitrate, check)
         os.replace(partial, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -96,6 +99,7 @@ def _write(
     preset: str,
     crf: int,
     audio_bitrate: int,
+    check: Callable[[], None] | None,
 ) -> None:
     with av.open(
         str(partial), mode="w", format="mp4", container_options={"movflags": "+faststart"}
@@ -103,6 +107,8 @@ def _write(
         video = _add_video(container, frames, fps, preset, crf)
         feed = None if audio is None else _AudioFeed(container, audio, sample_rate, audio_bitrate)
         for index, frame in enumerate(_yuv_frames(frames, fps)):
+            if check is not None:
+                check()
             if feed is not None:
                 # Interleave: the audio that starts before this frame ends goes first.
                 feed.send_until(Fraction(index + 1, fps))

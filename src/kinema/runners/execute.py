@@ -157,7 +157,8 @@ def _video(
     all_audio = join_audio(audio_parts, rate) if has_audio else None
     all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
     path = out / "output.mp4"
-    encode_mp4(path, all_frames, fps, all_audio, rate)
+    # A cancel still stops the job while it encodes (seconds for a long 1080p clip).
+    encode_mp4(path, all_frames, fps, all_audio, rate, check=lambda: progress(1.0))
     meta: dict[str, Any] = {
         "width": params["width"],
         "height": params["height"],

@@ -102,9 +102,10 @@ def _run_one(
     last = [-1.0]
 
     def progress(value: float) -> None:
+        # Also called, at 1.0, as a mere cancel check after the last step (while encoding).
         if _cancel_arrived(inbox, job_id):
             raise EngineCancelled(job_id)
-        if value - last[0] >= 0.01 or value >= 1.0:
+        if value - last[0] >= 0.01 or value >= 1.0 > last[0]:
             last[0] = value
             channel.send("progress", job_id=job_id, value=round(value, 4))
 
