@@ -167,6 +167,8 @@ async def test_async_flow_submit_status_result_download(ctx: Ctx, images: ImageS
     tampered = output.replace("signature=", "signature=0")
     bad = await ctx.client.get(tampered)
     assert bad.status_code == 403 and "error" in bad.json()
+    bad = await ctx.client.get(output.replace("signature=", "signature=%C2%80"))
+    assert bad.status_code == 403 and "error" in bad.json()
 
 
 async def test_request_id_is_visible_only_to_its_key(ctx: Ctx) -> None:

@@ -66,3 +66,4 @@ def test_signed_urls_verify_and_expire() -> None:
     assert not verify(b"s", "k2", exp, sig)
     assert not verify(b"other", "k", exp, sig)
     assert not verify(b"s", "k", exp, sig, now=exp + 1)
+    assert not verify(b"s", "k", exp, "é" + sig[1:])  # refused, not a TypeError

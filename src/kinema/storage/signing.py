@@ -22,4 +22,5 @@ def signed_url(secret: bytes, base_url: str, key: str, ttl_s: int) -> str:
 def verify(secret: bytes, key: str, expires: int, signature: str, now: float | None = None) -> bool:
     if expires < (now if now is not None else time.time()):
         return False
-    return hmac.compare_digest(sign(secret, key, expires), signature)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not False).
+    return hmac.compare_digest(sign(secret, key, expires).encode(), signature.encode())
