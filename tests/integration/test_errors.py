@@ -63,9 +63,12 @@ async def test_unknown_model_method_and_path(ctx: Ctx) -> None:
     assert r.status_code == 404 and r.json() == {"error": "model kling-9-imaginary not found"}
     r = await ctx.client.get("/v1/kling-3-image2image", headers=h)
     assert r.status_code == 405 and "not allowed" in r.json()["error"]
-    r = await ctx.client.post("/v1/get-user-credits", json={}, headers=h)
-    assert r.status_code == 405 and r.headers["allow"] == "GET"
-    assert r.json() == {"error": "method POST not allowed on /v1/get-user-credits"}
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):  # the sync path leaves it to its route
+        r = await ctx.client.request(method, "/v1/get-user-credits", json={}, headers=h)
+        assert r.status_code == 405 and r.headers["allow"] == "GET", (method, r.headers)
+        assert r.json() == {"error": f"method {method} not allowed on /v1/get-user-credits"}
+    r = await ctx.client.get("/v1/kling-create-voice", headers=h)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
     r = await ctx.client.post("/v2/get-user-credits", json={}, headers=h)
     assert r.status_code == 404 and r.json() == {"error": "model get-user-credits not found"}
     r = await ctx.client.post("/v1/requests", json={}, headers=h)

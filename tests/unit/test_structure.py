@@ -102,3 +102,45 @@ def test_openapi_document_is_committed_and_current(tmp_path: Path) -> None:
     assert committed.exists() and committed.read_text() == current, (
         "docs/openapi.json is stale: run `python -m kinema.api.openapi > docs/openapi.json`"
     )
+
+
+def test_openapi_documents_each_model_endpoint_with_its_body(tmp_path: Path) -> None:
+    from kinema.api.endpoints import ENDPOINTS
+
+    doc = create_app(Settings(data_dir=tmp_path)).openapi()
+    paths, models = doc["paths"], doc["components"]["schemas"]
+    assert "/v1/{slug}" not in paths and "/v2/{slug}" not in paths
+    for endpoint in ENDPOINTS.values():
+        name = endpoint.request_model.__name__
+        for version in ("v1", "v2"):
+            body = paths[f"/{version}/{endpoint.slug}"]["post"]["requestBody"]
+            assert body["required"] is True
+            assert body["content"]["application/json"]["schema"] == {
+                "$ref": f"#/components/schemas/{name}"
+            }
+        assert models[name]["properties"].keys() == endpoint.request_model.model_fields.keys()
+        v1_answers = paths[f"/v1/{endpoint.slug}"]["post"]["responses"]["200"]["content"]
+        assert endpoint.base64_field in v1_answers["application/json"]["schema"]["properties"]
+    assert set(models["ImageToVideoRequest"]["properties"]["aspect_ratio"]["enum"]) == {
+        "16:9",
+        "9:16",
+        "1:1",
+    }
+    voice = paths["/v1/kling-create-voice"]["post"]["requestBody"]
+    assert voice["content"]["application/json"]["schema"]["$ref"].endswith("/CreateVoiceRequest")
+    # Every ref resolves; the key is the security scheme of all but the signed downloads.
+    refs = {ref.rsplit("/", 1)[1] for ref in _refs(doc)}
+    assert refs <= models.keys(), refs - models.keys()
+    assert doc["components"]["securitySchemes"]["ApiKey"]["name"] == "x-api-key"
+    assert paths["/v1/files/{key}"]["get"]["security"] == []
+    # A bad parameter is Kinema's 400 {"error"}, not FastAPI's 422 validation body.
+    assert "HTTPValidationError" not in models
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []

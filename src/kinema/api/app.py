@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kinema import __version__
-from kinema.api import errors
+from kinema.api import errors, openapi
 from kinema.api import routes as generation_routes
 from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
         description="Self-hosted image-to-video and image-to-image behind the hosted contract.",
     )
     errors.install(app)
+    openapi.install(app)
     # Order matters: the one fixed /v1 POST path (voice creation) must match before the sync
     # path POST /v1/{slug}, which comes next, ahead of the rest (the fixed /v1 GET paths match
     # later: a route of another method only matches partially).

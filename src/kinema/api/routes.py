@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from kinema.api.deps import (
     DirectRoute,
@@ -81,19 +83,34 @@ async def generate_sync(request: Request, slug: str) -> Response:
     return Response(data, media_type=job.output_content_type, headers=headers)
 
 
+OTHER_V1_PATHS = frozenset({"get-user-credits"})
+"""Fixed ``/v1/<name>`` paths of other routes, which the sync path must leave to them."""
+
+
+class SyncRoute(DirectRoute):
+    """``POST /v1/{slug}``, which does not claim the fixed ``/v1`` paths of other routes: a
+    request there with a method they do not take is their 405, with their ``Allow``, not this
+    route's (a partial match of the first route to match would otherwise answer for them)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and child["path_params"]["slug"] in OTHER_V1_PATHS:
+            return Match.NONE, {}
+        return match, child
+
+
 def install_sync(app_router: APIRouter) -> None:
     """The sync path, added to the app's own router (an included router costs each request
     its own matching pass) as a :class:`DirectRoute` — the client waits on every microsecond of
     it. Add it after the routers with fixed ``/v1`` POST paths and before the rest: only POSTs
-    match it, so the fixed ``/v1`` GET paths keep theirs, and a POST to one of them is the 405
-    of ``GenerationService.endpoint``."""
+    match it, and it leaves the fixed ``/v1`` GET paths to their routes (:class:`SyncRoute`)."""
     app_router.add_api_route(
         "/v1/{slug}",
         generate_sync,
         methods=["POST"],
         responses={200: {"content": {"video/mp4": {}, "image/png": {}}}, **ERRORS},
         summary="Generate and wait (sync): answers the media bytes",
-        route_class_override=DirectRoute,
+        route_class_override=SyncRoute,
     )
 
 

@@ -33,7 +33,6 @@ from kinema.errors import (
     Gone,
     InsufficientCredits,
     KinemaError,
-    MethodNotAllowed,
     NotAcceptable,
     NotFound,
     RateLimited,
@@ -51,9 +50,6 @@ from kinema.voices.service import VoiceService
 INLINE_DECODE_BYTES = 64 * 1024
 """Below this size decoding on the event loop costs less than a thread hop."""
 
-# Paths under /v1 that are not models but answer another method: a POST there is a wrong method
-# (405, with the methods they allow), not an unknown model.
-RESERVED = {"get-user-credits": "GET"}
 VOICE_SLUG = "kling-create-voice"
 
 
@@ -101,14 +97,9 @@ class GenerationService:
         reservation, so a key without credits cannot make a worker start runs (an unknown or
         stale figure only chooses the order of the steps, never the outcome)."""
 
-    def endpoint(self, slug: str, *, sync: bool) -> Endpoint:
-        """The model behind ``slug`` as POSTed to ``/v1`` (``sync``) or ``/v2``."""
+    def endpoint(self, slug: str) -> Endpoint:
         if slug in self._settings.retired_models:
             raise Gone(f"model {slug} has been retired by the operator")
-        if sync and slug in RESERVED:
-            refusal = MethodNotAllowed(f"method POST not allowed on /v1/{slug}")
-            refusal.headers = {"Allow": RESERVED[slug]}
-            raise refusal
         try:
             return ENDPOINTS[slug]
         except KeyError:
@@ -126,7 +117,7 @@ class GenerationService:
     ) -> tuple[Submission, Any]:
         """``body`` reads the request body (under its size limit): only once the key and its rate
         limit have passed, so an unknown caller's body is never read."""
-        endpoint = self.endpoint(slug, sync=sync)
+        endpoint = self.endpoint(slug)
         # A sync request that may start early is only checked against its rate limit here, and
         # counted once its job is on its way to a worker (the counter's bookkeeping then
         # overlaps with the generation) — or before its inputs are verified when no slot is

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from kinema.api.deps import Services, services
+from kinema.api.schemas import ErrorResponse
 from kinema.errors import Forbidden, NotFound
 from kinema.storage.local import LocalStorage
 from kinema.storage.signing import verify
@@ -17,7 +18,11 @@ from kinema.storage.signing import verify
 router = APIRouter()
 
 
-@router.get("/v1/files/{key:path}", summary="Download an output (signed URL)")
+@router.get(
+    "/v1/files/{key:path}",
+    summary="Download an output (signed URL)",
+    responses={code: {"model": ErrorResponse} for code in (400, 403, 404)},
+)
 async def download(
     key: str,
     svc: Annotated[Services, Depends(services)],
