@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,81 +16,14 @@ import httpx
 import pytest
 
 from kinema.media.video import probe_mp4
+from tests.fixtures.served import ROOT, Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(300)]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "KINEMA_JOBS__LEASE_S": "2", "KINEMA_ENGINES__PRESET": "tiny"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.key = ""
-        self.log = data_dir / "serve.out"
-
-    def cli(self, *args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "kinema", "--data-dir", str(self.data_dir), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=ROOT,
-        )
-        return out.stdout.strip()
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:  # stdout: the access log (the child keeps its handle)
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kinema",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "serve",
-                    "--port",
-                    str(self.port),
-                ],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server exited during start-up"
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.3)
-        raise AssertionError("server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL the server and its worker: nothing gets to clean up."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("served"))
+    srv = Server(tmp_path_factory.mktemp("served"), preset="tiny")
     srv.key = srv.cli("keys", "create", "--name", "e2e", "--credits", "50")
     srv.start()
     yield srv
