@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.fixtures.served import Server
+from tests.fixtures.served import Server, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 EXAMPLES = 40
@@ -20,11 +20,8 @@ EXAMPLES = 40
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("fuzz"), preset="static")
-    srv.key = srv.cli("keys", "create", "--name", "fuzz", "--credits", "1000")
-    srv.start()
-    yield srv
-    srv.stop()
+    with serving(tmp_path_factory.mktemp("fuzz"), "static", credits=1000) as server:
+        yield server
 
 
 def test_no_generated_request_gets_a_server_error(server: Server) -> None:

@@ -16,18 +16,15 @@ import httpx
 import pytest
 
 from kinema.media.video import probe_mp4
-from tests.fixtures.served import ROOT, Server
+from tests.fixtures.served import ROOT, Server, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("served"), preset="tiny")
-    srv.key = srv.cli("keys", "create", "--name", "e2e", "--credits", "50")
-    srv.start()
-    yield srv
-    srv.stop()
+    with serving(tmp_path_factory.mktemp("served"), "tiny", credits=50) as server:
+        yield server
 
 
 def _run_example(server: Server, name: str, *args: str) -> dict[str, object]:

@@ -39,6 +39,24 @@ def settings(tmp_path: Path, **jobs: Any) -> Any:
     )
 
 
+async def _running_then_stopped(
+    c: Ctx, body: dict[str, Any], *, cancel_first: bool = False
+) -> tuple[str, str, float]:
+    """A key with 10 credits submits ``body`` (async), and once it runs the dispatcher stops
+    (with a cancel asked for just before, if ``cancel_first``): the key, the request id, and
+    the balance after its reservation."""
+    key = await c.key(credits=10)
+    submitted = await c.client.post(f"/v2/{VIDEO}", json=body, headers={"x-api-key": key})
+    rid = submitted.json()["request_id"]
+    reserved = await _credits(c, key)
+    await wait_status(c.client, key, rid, "PROCESSING")
+    if cancel_first:
+        await c.svc.db.write(lambda conn: repo.request_cancel(conn, rid))
+    assert c.svc.dispatcher is not None
+    await c.svc.dispatcher.stop()
+    return key, rid, reserved
+
+
 async def _stored(c: Ctx, job_id: str) -> Job:
     job = await c.svc.db.read(lambda conn: repo.get(conn, job_id))
     assert job is not None
@@ -54,13 +72,8 @@ async def test_an_interrupted_async_job_is_queued_again_and_runs_at_the_next_sta
     tmp_path: Path,
 ) -> None:
     async with app_context(settings(tmp_path), None) as c:
-        key = await c.key(credits=10)
+        key, rid, reserved = await _running_then_stopped(c, LONG)
         h = {"x-api-key": key}
-        rid = (await c.client.post(f"/v2/{VIDEO}", json=LONG, headers=h)).json()["request_id"]
-        reserved = await _credits(c, key)
-        await wait_status(c.client, key, rid, "PROCESSING")
-        assert c.svc.dispatcher is not None
-        await c.svc.dispatcher.stop()
         job = await _stored(c, rid)
         assert job.status is Status.QUEUED and job.lease_owner is None
         assert job.attempts == 0  # a stop is not one of its attempts
@@ -80,13 +93,7 @@ async def test_a_short_async_job_interrupted_by_a_stop_completes_after_restart_c
     tmp_path: Path,
 ) -> None:
     async with app_context(settings(tmp_path), None) as c:
-        key = await c.key(credits=10)
-        h = {"x-api-key": key}
-        rid = (await c.client.post(f"/v2/{VIDEO}", json=BODY, headers=h)).json()["request_id"]
-        charged = await _credits(c, key)
-        await wait_status(c.client, key, rid, "PROCESSING")
-        assert c.svc.dispatcher is not None
-        await c.svc.dispatcher.stop()  # 0.2 s of grace for a 2 s job
+        key, rid, charged = await _running_then_stopped(c, BODY)  # 0.2 s of grace for 2 s
         assert (await _stored(c, rid)).status is Status.QUEUED
     async with app_context(settings(tmp_path), None) as c2:
         await wait_status(c2.client, key, rid, "COMPLETED", timeout=15)
@@ -116,14 +123,8 @@ async def test_a_stop_waits_for_the_worker_to_let_go_of_the_runs_it_stops(tmp_pa
 
 async def test_a_job_cancelled_as_the_stop_comes_is_not_queued_again(tmp_path: Path) -> None:
     async with app_context(settings(tmp_path), None) as c:
-        key = await c.key(credits=10)
-        h = {"x-api-key": key}
-        rid = (await c.client.post(f"/v2/{VIDEO}", json=LONG, headers=h)).json()["request_id"]
-        await wait_status(c.client, key, rid, "PROCESSING")
         # Asked for, not yet acted on (the lease renewal passes it to the worker each second).
-        await c.svc.db.write(lambda conn: repo.request_cancel(conn, rid))
-        assert c.svc.dispatcher is not None
-        await c.svc.dispatcher.stop()
+        key, rid, _ = await _running_then_stopped(c, LONG, cancel_first=True)
         job = await _stored(c, rid)
         assert job.status is Status.FAILED and job.error == CANCELLED
         assert await _credits(c, key) == 10
