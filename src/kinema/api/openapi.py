@@ -131,7 +131,7 @@ def _body(models: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
 
 def render() -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        from kinema.api.app import create_app
+        from kinema.api.app import create_app  # imports this module
 
         app = create_app(Settings(data_dir=Path(tmp)))
         return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"

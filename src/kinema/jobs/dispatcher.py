@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STOP_RUNS_S = 10.0
 """How long a stop waits for the workers to stop the runs it cancels (they stop at their next
-step) before it abandons them."""
+step) before it stops waiting; those runs are handed back all the same."""
 
 SETTLE_AFTER_ANSWER_S = 0.02
 """The longest a sync job's settle waits after its answer for the next job to go to a worker
@@ -119,7 +119,7 @@ class Dispatcher:
         if left:
             await asyncio.wait(left, timeout=STOP_RUNS_S)
         for task in left:
-            task.cancel()  # a worker that did not answer in time: its run is abandoned
+            task.cancel()  # its worker did not answer in time: stop waiting for it
         await asyncio.gather(*running, return_exceptions=True)
         await self._hand_back(interrupted)
         if self._renewer is not None:
@@ -419,7 +419,8 @@ class Dispatcher:
             await self._fail(job, _abandoned(job), owner=self.owner)
             return True
         if not await self._db.write(lambda conn: repo.release(conn, job.id, self.owner)):
-            await self._fail(job, CANCELLED, owner=self.owner)  # a cancel was asked for
+            # A cancel was asked for (or the job is no longer ours: then this changes nothing).
+            await self._fail(job, CANCELLED, owner=self.owner)
             return True
         self._jobs.notifier.job_submitted()
         return False
