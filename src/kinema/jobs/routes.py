@@ -20,7 +20,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _job(request: Request, svc: Services, request_id: str) -> Job:
+async def job_of_caller(request: Request, svc: Services, request_id: str) -> Job:
+    """The caller's request ``request_id`` (401 without a valid key; 404 for another key's)."""
     key = await svc.keys.authenticate(api_key(request))
     return await svc.jobs.get_for_key(request_id, key.id)
 
@@ -36,14 +37,48 @@ async def _metrics(svc: Services, job: Job) -> dict[str, Any]:
     }
 
 
-def _failed(job: Job, metrics: dict[str, Any]) -> JSONResponse:
-    body = {
+def _failed(job: Job, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
         "request_id": job.id,
         "status": job.status.value,
         "error": job.error,
         "metrics": metrics,
     }
-    return JSONResponse(body, status_code=GenerationFailed.status_code)
+
+
+async def status_body(request: Request, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
+    """The status URL's answer for ``job``: its body and HTTP status (422 when FAILED)."""
+    metrics = await _metrics(svc, job)
+    if job.status is Status.FAILED:
+        return _failed(job, metrics), GenerationFailed.status_code
+    position = await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None
+    body = _status(
+        request,
+        svc,
+        job,
+        metrics,
+        progress=job.progress if job.status is Status.PROCESSING else None,
+        queue_position=position,
+    )
+    return body, 200
+
+
+async def result_body(request: Request, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
+    """The result URL's answer for ``job``: its body and HTTP status (422 when FAILED)."""
+    metrics = await _metrics(svc, job)
+    if job.status is Status.FAILED:
+        return _failed(job, metrics), GenerationFailed.status_code
+    output = None
+    if job.status is Status.COMPLETED and job.output_key is not None:
+        output = svc.storage.url(
+            job.output_key,
+            base_url=base_url(request, svc.settings),
+            ttl_s=svc.settings.storage.url_ttl_s,
+        )
+    body = ResultResponse(
+        request_id=job.id, status=job.status.value, output=output, metrics=metrics
+    )
+    return body.model_dump(exclude_none=True), 200
 
 
 @router.get(
@@ -53,24 +88,13 @@ def _failed(job: Job, metrics: dict[str, Any]) -> JSONResponse:
     summary="Status of an async request",
 )
 async def request_status(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    job = await _job(request, svc, request_id)
-    metrics = await _metrics(svc, job)
-    if job.status is Status.FAILED:
-        return _failed(job, metrics)
-    position = await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None
-    return _status(
-        request,
-        svc,
-        job,
-        metrics,
-        progress=job.progress if job.status is Status.PROCESSING else None,
-        queue_position=position,
-    )
+    body, code = await status_body(request, svc, await job_of_caller(request, svc, request_id))
+    return JSONResponse(body, status_code=code)
 
 
 def _status(
     request: Request, svc: Services, job: Job, metrics: dict[str, Any], **extra: Any
-) -> JSONResponse:
+) -> dict[str, Any]:
     root = base_url(request, svc.settings)
     body = StatusResponse(
         request_id=job.id,
@@ -80,7 +104,7 @@ def _status(
         metrics=metrics,
         **extra,
     )
-    return JSONResponse(body.model_dump(exclude_none=True))
+    return body.model_dump(exclude_none=True)
 
 
 @router.get(
@@ -96,21 +120,8 @@ def _status(
     summary="Result of an async request (the v1 alias: the poll_url)",
 )
 async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    job = await _job(request, svc, request_id)
-    metrics = await _metrics(svc, job)
-    if job.status is Status.FAILED:
-        return _failed(job, metrics)
-    output = None
-    if job.status is Status.COMPLETED and job.output_key is not None:
-        output = svc.storage.url(
-            job.output_key,
-            base_url=base_url(request, svc.settings),
-            ttl_s=svc.settings.storage.url_ttl_s,
-        )
-    body = ResultResponse(
-        request_id=job.id, status=job.status.value, output=output, metrics=metrics
-    )
-    return JSONResponse(body.model_dump(exclude_none=True))
+    body, code = await result_body(request, svc, await job_of_caller(request, svc, request_id))
+    return JSONResponse(body, status_code=code)
 
 
 @router.post(
@@ -121,6 +132,6 @@ async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSON
     "next step and is refunded",
 )
 async def request_cancel(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    job = await _job(request, svc, request_id)
+    job = await job_of_caller(request, svc, request_id)
     job = await svc.jobs.cancel(job)
-    return _status(request, svc, job, await _metrics(svc, job), error=job.error)
+    return JSONResponse(_status(request, svc, job, await _metrics(svc, job), error=job.error))
