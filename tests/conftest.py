@@ -53,6 +53,19 @@ async def start_runner(presets: list[str], models_dir: Path, **kwargs: Any) -> L
     return runner
 
 
+def runner_fixture(*presets: str) -> Any:
+    """A module-scoped fixture: one worker process loaded with ``presets`` (one per task),
+    closed after the module."""
+
+    @pytest.fixture(scope="module")
+    async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalRunner]:
+        started = await start_runner(list(presets), tmp_path_factory.mktemp("models"))
+        yield started
+        await started.close()
+
+    return runner
+
+
 @pytest.fixture(scope="session")
 async def static_runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalRunner]:
     runner = await start_runner(["static-video", "static-image"], tmp_path_factory.mktemp("models"))

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kinema.runners.local import LocalRunner
-from tests.conftest import Ctx, app_context, make_settings, png, start_runner, wait_status
+from tests.conftest import (
+    Ctx,
+    app_context,
+    make_settings,
+    png,
+    runner_fixture,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -25,22 +31,8 @@ def settings(tmp_path: Path, video_preset: str) -> Any:
     return make_settings(tmp_path, engines=engines, jobs={"lease_s": 1.5})
 
 
-@pytest.fixture(scope="module")
-async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalRunner]:
-    runner = await start_runner(
-        ["test-slow-video", "test-echo-image"], tmp_path_factory.mktemp("m")
-    )
-    yield runner
-    await runner.close()
-
-
-@pytest.fixture(scope="module")
-async def failing(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalRunner]:
-    runner = await start_runner(
-        ["test-failing-video", "test-echo-image"], tmp_path_factory.mktemp("m")
-    )
-    yield runner
-    await runner.close()
+runner = runner_fixture("test-slow-video", "test-echo-image")
+failing = runner_fixture("test-failing-video", "test-echo-image")
 
 
 def _parse(stream: str) -> list[tuple[str, dict[str, Any]]]:

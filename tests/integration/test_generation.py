@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,14 @@ from tests.conftest import (
     app_context,
     make_settings,
     png,
-    start_runner,
+    runner_fixture,
     wait_status,
 )
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-async def slow_echo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
-    runner = await start_runner(
-        ["test-slow-video", "test-echo-image"], tmp_path_factory.mktemp("m")
-    )
-    yield runner
-    await runner.close()
+slow_echo = runner_fixture("test-slow-video", "test-echo-image")
 
 
 VIDEO = "/v1/kling-3-standard-image2video"

@@ -28,6 +28,7 @@ from tests.conftest import (
     ledger_and_balance,
     make_settings,
     png,
+    runner_fixture,
     start_runner,
     wait_status,
 )
@@ -46,13 +47,7 @@ def video_settings(tmp_path: Path, preset: str, **over: Any) -> Any:
     )
 
 
-@pytest.fixture(scope="module")
-async def slow_runner(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    runner = await start_runner(
-        ["test-slow-video", "test-echo-image"], tmp_path_factory.mktemp("m")
-    )
-    yield runner
-    await runner.close()
+slow_runner = runner_fixture("test-slow-video", "test-echo-image")
 
 
 def _outputs_left(c: Ctx) -> list[str]:
