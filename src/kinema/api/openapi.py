@@ -104,6 +104,9 @@ def _model_operation(template: dict[str, Any], endpoint: Endpoint, version: str)
         operation["parameters"] = parameters
     operation["operationId"] = f"{version}_{endpoint.slug.replace('-', '_')}"
     operation["summary"] = f"{endpoint.slug}: {template['summary']}"
+    if version == "v2":  # no worker runs during a submit: 502 and 504 are the sync path's
+        for code in ("502", "504"):
+            operation["responses"].pop(code, None)
     if version == "v1":
         binary = {"schema": {"type": "string", "format": "binary"}}
         answer: dict[str, Any] = dict.fromkeys(MEDIA[endpoint.task], binary)
