@@ -69,6 +69,16 @@ class JobSettings(BaseModel):
     """Dispatcher poll period when no in-process wake-up arrives (other API replicas' jobs)."""
 
 
+class WebhookSettings(BaseModel):
+    retry_s: list[float] = [5.0, 30.0, 120.0, 600.0, 1800.0]
+    """Waits before each retry of a webhook the receiver did not take (not 2xx, or no answer);
+    after the last the delivery is given up."""
+    timeout_s: float = Field(10.0, gt=0)
+    """How long one delivery attempt may take."""
+    poll_interval_s: float = Field(1.0, gt=0)
+    """How often each API process looks for webhooks due."""
+
+
 class BillingSettings(BaseModel):
     image_price: dict[str, float] = {"1K": 0.035, "2K": 0.07}
     """Price per image by resolution."""
@@ -149,6 +159,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     retention: RetentionSettings = RetentionSettings()
     jobs: JobSettings = JobSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     billing: BillingSettings = BillingSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     fetch: FetchSettings = FetchSettings()

@@ -625,7 +625,7 @@ def test_image_to_image_element_refs() -> None:
 @pytest.mark.parametrize(
     ("model", "body"),
     [
-        (ImageToVideoRequest, i2v_body(resolution="4K", mode="pro", webhook="https://h")),
+        (ImageToVideoRequest, i2v_body(resolution="4K", mode="pro", callback_url="https://h")),
         (ImageToImageRequest, i2i_body(num_images=4, duration="5")),
         (CreateVoiceRequest, {"voice_url": "u", "language": "en"}),
         (ImageToVideoRequest, i2v_body(elements=[{"frontal_image_url": FRONT, "video_url": "v"}])),
@@ -636,7 +636,7 @@ def test_extra_fields_are_ignored(model: type[BaseModel], body: dict[str, Any]) 
     req = parse(model, body)
     assert req.model_extra is None
     dumped = req.model_dump()
-    for key in ("mode", "webhook", "num_images", "language"):
+    for key in ("mode", "callback_url", "num_images", "language"):
         assert key not in dumped
 
 
@@ -870,3 +870,17 @@ def test_duration_schema_documents_strings_and_integers() -> None:
     assert prop["default"] == "5"
     kinds = {branch["type"] for branch in prop["anyOf"]}
     assert kinds == {"string", "integer"}
+
+
+@pytest.mark.parametrize(
+    ("model", "body"), [(ImageToVideoRequest, i2v_body()), (ImageToImageRequest, i2i_body())]
+)
+def test_webhook_is_an_http_url_extension(model: type[BaseModel], body: dict[str, Any]) -> None:
+    assert parse(model, {**body, "webhook": "https://hooks.example/k?x=1"}).webhook == (  # type: ignore[attr-defined]
+        "https://hooks.example/k?x=1"
+    )
+    assert parse(model, body).webhook is None  # type: ignore[attr-defined]
+    for bad in ("ftp://hooks.example/k", "hooks.example/k", "https://", ""):
+        assert error_of(model, {**body, "webhook": bad}) == "webhook: must be an http(s) URL"
+    too_long = "https://h/" + "a" * 2048
+    assert error_of(model, {**body, "webhook": too_long}).startswith("webhook: ")

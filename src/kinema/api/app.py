@@ -15,6 +15,7 @@ from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
 from kinema.jobs import events as job_events
 from kinema.jobs import routes as job_routes
+from kinema.jobs import webhooks as job_webhooks
 from kinema.runners.base import Runner
 from kinema.settings import Settings
 from kinema.storage import routes as storage_routes
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
     app.include_router(billing_routes.router)
     app.include_router(job_routes.router)
     app.include_router(job_events.router)
+    app.include_router(job_webhooks.router)
     app.include_router(storage_routes.router)
     app.include_router(generation_routes.router)
 

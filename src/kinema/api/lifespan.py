@@ -16,6 +16,7 @@ from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.notify import Notifier
 from kinema.jobs.retention import run_periodically
 from kinema.jobs.service import JobService
+from kinema.jobs.webhooks import deliver_forever
 from kinema.media.fetch import guarded_client
 from kinema.runners.base import Runner
 from kinema.runners.local import LocalRunner
@@ -99,7 +100,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         )
         cleanup = asyncio.create_task(run_periodically(db, storage, settings.retention))
         stack.callback(cleanup.cancel)
-        yield Services(
+        svc = Services(
             settings=settings,
             secret=secret,
             db=db,
@@ -113,3 +114,6 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             runner=runner,
             dispatcher=dispatcher,
         )
+        webhooks = asyncio.create_task(deliver_forever(svc))
+        stack.callback(webhooks.cancel)
+        yield svc

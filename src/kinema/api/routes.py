@@ -48,6 +48,7 @@ async def _submit(
         body=functools.partial(read_body, request, svc.settings.server.max_body_mb),
         sync=sync,
         idempotency_key=idempotency_key,
+        origin=functools.partial(base_url, request, svc.settings),
     )
 
 

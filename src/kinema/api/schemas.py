@@ -38,6 +38,7 @@ import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -239,6 +240,29 @@ SeedField = Annotated[
         ),
     ),
 ]
+MAX_WEBHOOK_URL = 2048
+
+
+def _webhook_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+WebhookField = Annotated[
+    str | None,
+    AfterValidator(_webhook_url),
+    Field(
+        max_length=MAX_WEBHOOK_URL,
+        description=(
+            "Extension (not in the hosted API): an http(s) URL that gets a signed POST "
+            "(Standard Webhooks) when the request ends, COMPLETED or FAILED."
+        ),
+    ),
+]
 Base64Field = Annotated[
     StrictBool,
     Field(
@@ -351,6 +375,7 @@ class ImageToVideoRequest(_RequestModel):
     )
     base64: Base64Field = False
     seed: SeedField = None
+    webhook: WebhookField = None
 
     @field_validator("prompt")
     @classmethod
@@ -436,6 +461,7 @@ class ImageToImageRequest(_RequestModel):
     resolution: ImageResolution = "1K"
     base64: Base64Field = False
     seed: SeedField = None
+    webhook: WebhookField = None
 
     @field_validator("prompt")
     @classmethod

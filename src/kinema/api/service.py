@@ -38,10 +38,10 @@ from kinema.errors import (
     RateLimited,
 )
 from kinema.jobs.dispatcher import Dispatcher
-from kinema.jobs.models import Job, NewJob
+from kinema.jobs.models import Job, NewJob, Webhook
 from kinema.jobs.service import JobService
 from kinema.jobs.workdir import Handoff
-from kinema.media.fetch import FetchPolicy, is_url, load_media
+from kinema.media.fetch import FetchPolicy, check_target, is_url, load_media
 from kinema.media.images import check_header, verify_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
@@ -114,9 +114,11 @@ class GenerationService:
         body: Callable[[], Awaitable[bytes]],
         sync: bool,
         idempotency_key: str | None = None,
+        origin: Callable[[], str],
     ) -> tuple[Submission, Any]:
         """``body`` reads the request body (under its size limit): only once the key and its rate
-        limit have passed, so an unknown caller's body is never read."""
+        limit have passed, so an unknown caller's body is never read. ``origin``: the base URL
+        of this API as the client reached it (for a webhook's output link)."""
         endpoint = self.endpoint(slug)
         # A sync request that may start early is only checked against its rate limit here, and
         # counted once its job is on its way to a worker (the counter's bookkeeping then
@@ -128,7 +130,7 @@ class GenerationService:
         )
         count = _Count(self._limiter, key, rate)
         try:
-            return await self._submit(endpoint, key, count, body, sync, idempotency_key)
+            return await self._submit(endpoint, key, count, body, sync, idempotency_key, origin)
         except KinemaError as exc:
             # A refused submit counts too, so its answer says where the key stands.
             state = await count.settle()
@@ -146,10 +148,14 @@ class GenerationService:
         read_body: Callable[[], Awaitable[bytes]],
         sync: bool,
         idempotency_key: str | None,
+        origin: Callable[[], str],
     ) -> tuple[Submission, Any]:
         slug = endpoint.slug
         body = await read_body()
         request = parse_body(endpoint.request_model, body)
+        webhook = getattr(request, "webhook", None)
+        if webhook is not None:
+            check_target(webhook, field="webhook", policy=self._policy)
         voice_ids = endpoint.voice_ids(request)
         if voice_ids and self._voices is not None:
             await self._voices.require(key.id, voice_ids)
@@ -167,6 +173,7 @@ class GenerationService:
             request_hash=hashlib.sha256(slug.encode() + b"\n" + body).hexdigest()
             if idempotency_key
             else None,
+            webhook=None if webhook is None else Webhook(webhook, origin()),
         )
         if idempotency_key:
             earlier = await self._jobs.replay(new)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from kinema.api.deps import Services, services_of
+from kinema.api.deps import Services, base_url, services_of
 from kinema.errors import NotFound
 from kinema.jobs.models import Job, Status
 from kinema.jobs.routes import ERRORS, job_of_caller, result_body, status_body
@@ -42,24 +42,24 @@ async def request_events(request_id: str, request: Request) -> StreamingResponse
     svc = services_of(request)
     job = await job_of_caller(request, svc, request_id)  # 401 / 404 before any stream
     return StreamingResponse(
-        _events(request, svc, job),
+        _events(base_url(request, svc.settings), svc, job),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(request: Request, svc: Services, job: Job) -> AsyncIterator[str]:
+async def _events(root: str, svc: Services, job: Job) -> AsyncIterator[str]:
     sent = ""
     quiet_since = time.monotonic()
     while True:
-        body, _ = await status_body(request, svc, job)
+        body, _ = await status_body(root, svc, job)
         text = json.dumps(body)
         if text != sent:
             sent, quiet_since = text, time.monotonic()
             yield _event("status", text)
         if job.status.final:
             if job.status is Status.COMPLETED:
-                result, _ = await result_body(request, svc, job)
+                result, _ = await result_body(root, svc, job)
                 yield _event("result", json.dumps(result))
             return
         await _next_change(svc, job.id)

@@ -94,6 +94,14 @@ def inserted_job(new: NewJob, *, now: float, expires_at: float, lease: Lease | N
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """Where to POST the request's end, and the base URL its output link is made with."""
+
+    url: str
+    base_url: str
+
+
+@dataclass(frozen=True)
 class NewJob:
     """What the API hands the job service at submit time."""
 
@@ -106,3 +114,4 @@ class NewJob:
     sync: bool = False
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: Webhook | None = None

@@ -46,15 +46,15 @@ def _failed(job: Job, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def status_body(request: Request, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
-    """The status URL's answer for ``job``: its body and HTTP status (422 when FAILED)."""
+async def status_body(root: str, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
+    """The status URL's answer for ``job`` (URLs under ``root``): its body and HTTP status (422
+    when FAILED)."""
     metrics = await _metrics(svc, job)
     if job.status is Status.FAILED:
         return _failed(job, metrics), GenerationFailed.status_code
     position = await svc.jobs.queue_position(job) if job.status is Status.QUEUED else None
     body = _status(
-        request,
-        svc,
+        root,
         job,
         metrics,
         progress=job.progress if job.status is Status.PROCESSING else None,
@@ -63,17 +63,16 @@ async def status_body(request: Request, svc: Services, job: Job) -> tuple[dict[s
     return body, 200
 
 
-async def result_body(request: Request, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
-    """The result URL's answer for ``job``: its body and HTTP status (422 when FAILED)."""
+async def result_body(root: str, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
+    """The result URL's answer for ``job`` (its output's URL under ``root``): its body and HTTP
+    status (422 when FAILED)."""
     metrics = await _metrics(svc, job)
     if job.status is Status.FAILED:
         return _failed(job, metrics), GenerationFailed.status_code
     output = None
     if job.status is Status.COMPLETED and job.output_key is not None:
         output = svc.storage.url(
-            job.output_key,
-            base_url=base_url(request, svc.settings),
-            ttl_s=svc.settings.storage.url_ttl_s,
+            job.output_key, base_url=root, ttl_s=svc.settings.storage.url_ttl_s
         )
     body = ResultResponse(
         request_id=job.id, status=job.status.value, output=output, metrics=metrics
@@ -88,14 +87,12 @@ async def result_body(request: Request, svc: Services, job: Job) -> tuple[dict[s
     summary="Status of an async request",
 )
 async def request_status(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    body, code = await status_body(request, svc, await job_of_caller(request, svc, request_id))
+    job = await job_of_caller(request, svc, request_id)
+    body, code = await status_body(base_url(request, svc.settings), svc, job)
     return JSONResponse(body, status_code=code)
 
 
-def _status(
-    request: Request, svc: Services, job: Job, metrics: dict[str, Any], **extra: Any
-) -> dict[str, Any]:
-    root = base_url(request, svc.settings)
+def _status(root: str, job: Job, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
     body = StatusResponse(
         request_id=job.id,
         status=job.status.value,
@@ -120,7 +117,8 @@ def _status(
     summary="Result of an async request (the v1 alias: the poll_url)",
 )
 async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
-    body, code = await result_body(request, svc, await job_of_caller(request, svc, request_id))
+    job = await job_of_caller(request, svc, request_id)
+    body, code = await result_body(base_url(request, svc.settings), svc, job)
     return JSONResponse(body, status_code=code)
 
 
@@ -134,4 +132,5 @@ async def request_result(request_id: str, request: Request, svc: SvcDep) -> JSON
 async def request_cancel(request_id: str, request: Request, svc: SvcDep) -> JSONResponse:
     job = await job_of_caller(request, svc, request_id)
     job = await svc.jobs.cancel(job)
-    return JSONResponse(_status(request, svc, job, await _metrics(svc, job), error=job.error))
+    root = base_url(request, svc.settings)
+    return JSONResponse(_status(root, job, await _metrics(svc, job), error=job.error))

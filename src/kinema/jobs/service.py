@@ -53,6 +53,8 @@ class JobService:
                     f"the balance is {balance / 1e6:.4f}"
                 )
             repo.insert_job(conn, new, now=now, expires_at=expires, lease=lease)
+            if new.webhook is not None:
+                repo.insert_webhook(conn, new.id, new.webhook)
             return after
 
         try:

@@ -354,6 +354,16 @@ async def _follow(
     raise InvalidInput(f"{field}: could not be fetched: more than {policy.max_redirects} redirects")
 
 
+def check_target(url: str, *, field: str, policy: FetchPolicy) -> None:
+    """An http(s) URL the server will call (a webhook): refused at once when it names a blocked
+    address literally (400); names are checked when connecting, as for fetches."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidInput(f"{field}: invalid URL: {exc}") from None
+    _check_url(parsed, field=field, policy=policy)
+
+
 def _check_url(url: httpx.URL, *, field: str, policy: FetchPolicy) -> None:
     """Scheme and IP-literal checks for one hop (the connect-time guard covers names)."""
     if url.scheme not in ("http", "https"):

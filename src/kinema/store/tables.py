@@ -91,6 +91,20 @@ jobs = Table(
     Index("ix_jobs_expires_at", "expires_at"),
 )
 
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("job_id", String(40), ForeignKey("jobs.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("base_url", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("delivered_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_webhooks_pending", "delivered_at", "next_attempt_at"),
+)
+"""A request's webhook, written with the job: delivered once the job has ended (an outbox)."""
+
 voices = Table(
     "voices",
     metadata,
