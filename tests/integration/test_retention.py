@@ -10,6 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from kinema.jobs import repository as repo
 from kinema.jobs.retention import cleanup_once
 from kinema.store.tables import metadata
 from tests.conftest import Ctx, png, wait_status
@@ -18,10 +19,10 @@ pytestmark = pytest.mark.integration
 DAY = 86_400
 
 
-async def _completed_request(ctx: Ctx) -> tuple[str, dict[str, str]]:
+async def _completed_request(ctx: Ctx, **extra: str) -> tuple[str, dict[str, str]]:
     key = await ctx.key()
     h = {"x-api-key": key}
-    body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x"}
+    body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x", **extra}
     r = await ctx.client.post("/v2/kling-3-image2image", json=body, headers=h)
     await wait_status(ctx.client, key, r.json()["request_id"], "COMPLETED")
     return r.json()["request_id"], h
@@ -47,6 +48,15 @@ async def test_outputs_then_requests_expire(ctx: Ctx) -> None:
     assert await ctx.svc.jobs.get(rid) is None
     r = await ctx.client.get(f"/v2/requests/{rid}", headers=h)
     assert r.status_code == 404 and r.json() == {"error": f"Request {rid} not found"}
+
+
+async def test_a_request_goes_with_its_webhook(ctx: Ctx) -> None:
+    # A receiver that is not there: the delivery is still pending when the request expires.
+    rid, _ = await _completed_request(ctx, webhook="http://127.0.0.1:9/hook")
+    assert await ctx.svc.db.read(lambda conn: repo.webhook_state(conn, rid)) is not None
+    assert await cleanup_once(ctx.svc.db, ctx.svc.storage, now=time.time() + 8 * DAY) == 2
+    assert await ctx.svc.jobs.get(rid) is None
+    assert await ctx.svc.db.read(lambda conn: repo.webhook_state(conn, rid)) is None
 
 
 async def test_expired_request_is_404_before_cleanup(ctx: Ctx) -> None:
