@@ -36,17 +36,27 @@ async def test_migrations_match_the_tables(pg_url: str) -> None:
 async def test_both_paths_on_postgres(
     pg_url: str, tmp_path: Path, static_runner: LocalRunner
 ) -> None:
-    settings = make_settings(tmp_path, database={"url": pg_url})
+    hooks = {"poll_interval_s": 0.05, "retry_s": [60]}
+    settings = make_settings(tmp_path, database={"url": pg_url}, webhooks=hooks)
     async with app_context(settings, static_runner) as c:
         key = await c.key(credits=1)
         h = {"x-api-key": key}
         body = {"image_url": B64, "prompt": "x"}
         r = await c.client.post("/v1/kling-3-image2image", json=body, headers=h)
         assert r.status_code == 200, r.text
-        rid = (await c.client.post("/v2/kling-3-image2image", json=body, headers=h)).json()[
+        # Its webhook goes nowhere (nothing listens on port 9): one attempt, recorded.
+        hooked = {**body, "webhook": "http://127.0.0.1:9/hook"}
+        rid = (await c.client.post("/v2/kling-3-image2image", json=hooked, headers=h)).json()[
             "request_id"
         ]
         await wait_status(c.client, key, rid, "COMPLETED")
+        for _ in range(100):
+            state = await c.svc.db.read(lambda conn: repo.webhook_state(conn, rid))
+            if state is not None and state["attempts"]:
+                break
+            await asyncio.sleep(0.05)
+        assert state is not None and state["attempts"] == 1 and state["delivered_at"] is None
+        assert "Connect" in state["last_error"]
         r = await c.client.get("/v1/get-user-credits", headers=h)
         assert r.json()["credits"] == pytest.approx(1 - 2 * 0.035)
         key_id = (await c.svc.keys.authenticate(key)).id
