@@ -97,7 +97,11 @@ async def deliver_due(svc: Services) -> int:
 
 
 async def _attempt(svc: Services, job_id: str, hook: Webhook, attempts: int) -> None:
-    error = await _post(svc, job_id, hook)
+    try:
+        error = await _post(svc, job_id, hook)
+    except Exception as exc:  # counted as an attempt, so a bug cannot retry it forever
+        log.exception("webhook of %s could not be sent", job_id)
+        error = f"internal error: {type(exc).__name__}"
     retry = svc.settings.webhooks.retry_s
     now = time.time()
     later = None if error is None or attempts >= len(retry) else now + retry[attempts]
