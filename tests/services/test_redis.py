@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kinema.billing.ratelimit import RateLimiter
+from kinema.errors import RateLimited
 from kinema.runners.local import LocalRunner
 from tests.conftest import app_context, make_settings, png
 
@@ -31,6 +32,32 @@ async def test_limiter_on_redis_counts_across_instances(redis_url: str) -> None:
         await client.delete(*await client.keys(f"{prefix}*"))
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("rule", ["3/hour;1/minute", "1/minute;3/hour"])
+async def test_limiter_on_redis_counts_a_request_only_when_every_window_admits_it(
+    redis_url: str, rule: str
+) -> None:
+    import redis.asyncio as redis
+
+    prefix = f"kinema-test-{uuid.uuid4().hex[:8]}"
+    limiter = RateLimiter(rule, redis_url, key_prefix=prefix)
+    try:
+        await limiter.hit("k", None)
+        for _ in range(5):
+            with pytest.raises(RateLimited):
+                await limiter.hit("k", None)
+        hour = rule.split(";").index("3/hour")
+        assert (await limiter.remaining("k", None))[hour] == 2
+    finally:
+        await limiter.close()
+        client = redis.from_url(redis_url)
+        try:
+            keys = await client.keys(f"{prefix}*")
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
 
 
 async def test_two_replicas_share_one_limit(

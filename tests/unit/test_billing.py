@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -67,3 +68,30 @@ def test_signed_urls_verify_and_expire() -> None:
     assert not verify(b"other", "k", exp, sig)
     assert not verify(b"s", "k", exp, sig, now=exp + 1)
     assert not verify(b"s", "k", exp, "é" + sig[1:])  # refused, not a TypeError
+
+
+@pytest.mark.parametrize("rule", ["3/hour;1/minute", "1/minute;3/hour"])
+async def test_rate_rule_order_does_not_matter(rule: str) -> None:
+    limiter = RateLimiter(rule, "memory://")
+    await limiter.hit("k", None)
+    for _ in range(5):
+        with pytest.raises(RateLimited, match="1 per 1 minute"):
+            await limiter.hit("k", None)
+    # Refused by the minute window, so counted in neither: the hour still has 2 left.
+    hour = rule.split(";").index("3/hour")
+    assert (await limiter.remaining("k", None))[hour] == 2
+
+
+async def test_concurrent_hits_admit_the_quota_and_count_only_those() -> None:
+    limiter = RateLimiter("100/hour;5/minute", "memory://")
+
+    async def one() -> bool:
+        try:
+            await limiter.hit("k", None)
+        except RateLimited:
+            return False
+        return True
+
+    admitted = await asyncio.gather(*(one() for _ in range(50)))
+    assert sum(admitted) == 5
+    assert await limiter.remaining("k", None) == [95, 0]
