@@ -1,0 +1,282 @@
+"""The asyncio client: :class:`AsyncClient` and its :class:`AsyncJob` handle, call for call
+the same as :mod:`kinema.client.sync`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from kinema.client import _core
+from kinema.client._core import Config, Event, Progress, RetryPolicy, raise_for_answer, request_of
+from kinema.client.builders import GenerationRequest, create_voice
+from kinema.client.errors import ConnectionFailed
+from kinema.client.media import MediaInput
+from kinema.client.results import AsyncOutput, AsyncResult
+from kinema.client.sync import SYNC_READ_TIMEOUT_S, ProgressFn, _new_key
+
+__all__ = ["AsyncClient", "AsyncJob"]
+
+
+class AsyncClient:
+    """:class:`~kinema.client.Client` for asyncio: the same calls, awaited. ``base_url`` and
+    ``api_key`` default to ``KINEMA_URL`` (else ``http://127.0.0.1:8000``) and ``KINEMA_KEY``.
+
+    ``timeout`` bounds each HTTP call but the v1 wait; ``retry`` says how 429, 502, 503, 504
+    and broken connections are retried (never in a way that could charge twice);
+    ``poll_interval`` is the cadence of :meth:`Job.wait`. ``transport`` is for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        poll_interval: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = Config.build(base_url, api_key, timeout, retry, poll_interval)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # -- the hosted SDK's calls ------------------------------------------------------------
+
+    async def run_sync(
+        self, model: str | GenerationRequest, params: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """``POST /v1/{model}``: wait for the generation and return the media bytes."""
+        request = request_of(model, params)
+        response = await self._send(
+            "POST",
+            f"/v1/{request.model}",
+            "sync",
+            json=dict(request.params),
+            headers={"idempotency-key": _new_key()},  # for servers that deduplicate v1
+            timeout=httpx.Timeout(self.config.timeout_s, read=SYNC_READ_TIMEOUT_S),
+        )
+        return response.content
+
+    async def submit(
+        self,
+        model: str | GenerationRequest,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AsyncJob:
+        """``POST /v2/{model}``: queue the request and return its :class:`Job` at once.
+
+        Every submit carries an ``Idempotency-Key`` (``idempotency_key``, else a new one) that
+        its retries reuse, so a retried submit is never a second job or a second charge.
+        """
+        request = request_of(model, params)
+        response = await self._send(
+            "POST",
+            f"/v2/{request.model}",
+            "safe",
+            json=dict(request.params),
+            headers={"idempotency-key": idempotency_key or _new_key()},
+        )
+        body = response.json()
+        return AsyncJob(self, body["request_id"], body.get("status_url"), body.get("response_url"))
+
+    async def run(
+        self,
+        model: str | GenerationRequest,
+        params: Mapping[str, Any] | None = None,
+        *,
+        on_progress: ProgressFn | None = None,
+        timeout: float | None = None,
+    ) -> AsyncResult:
+        """Submit (v2) and wait: the :class:`Result` once COMPLETED.
+
+        Raises :class:`GenerationFailed` when the generation fails, and
+        :class:`GenerationTimeout` after cancelling the job when ``timeout`` seconds pass first.
+        """
+        job = await self.submit(model, params)
+        return await job.wait(timeout=timeout, on_progress=on_progress)
+
+    def job(self, request_id: str) -> AsyncJob:
+        """The handle of an earlier request (re-attach, e.g. after ``kinema i2v --async``)."""
+        return AsyncJob(self, request_id)
+
+    # -- account and voices ----------------------------------------------------------------
+
+    async def credits(self) -> float:
+        """The key's balance (``GET /v1/get-user-credits``)."""
+        return float((await self._send("GET", "/v1/get-user-credits", "safe")).json()["credits"])
+
+    async def create_voice(self, voice: MediaInput, name: str | None = None) -> str:
+        """Create a voice from a 5-30 s sample; returns its ``voice_id`` for ``voice_ids``."""
+        request = create_voice(voice, name)
+        # Creating a voice is free, so a retry cannot charge twice; at worst it makes two.
+        response = await self._send(
+            "POST", f"/v1/{request.model}", "safe", json=dict(request.params)
+        )
+        return str(response.json()["voice_id"])
+
+    async def webhook_secret(self) -> str:
+        """The key's webhook signing secret (``whsec_…``) for :func:`webhooks.verify`."""
+        return str((await self._send("GET", "/v2/webhooks/secret", "safe")).json()["secret"])
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        kind: _core.CallKind,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        accept: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """One call with retries; an error answer (not in ``accept``) raises its APIError."""
+        url = self.config.url(path)
+        all_headers = {**self.config.headers(), **(headers or {})}
+        policy = self.config.retry
+        for attempt in range(policy.max_retries + 1):
+            try:
+                response = await self._http.request(
+                    method,
+                    url,
+                    json=json,
+                    headers=all_headers,
+                    timeout=timeout or self.config.timeout_s,
+                )
+            except httpx.TransportError as exc:
+                delay = policy.delay(attempt) if _core.retryable_error(kind, exc) else None
+                if delay is None:
+                    raise ConnectionFailed(f"{method} {url}: {exc!r}") from exc
+                await self._sleep(delay)
+                continue
+            if response.is_success or response.status_code in accept:
+                return response
+            retry = _core.retryable_status(kind, response)
+            delay = policy.delay(attempt, _core.retry_after(response)) if retry else None
+            if delay is None:
+                raise _core.error_of(response)
+            await self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _download(self, url: str) -> AsyncIterator[tuple[int | None, bytes]]:
+        # The key goes only to this server: a storage URL elsewhere is presigned.
+        headers = self.config.headers() if self.config.same_origin(url) else {}
+        try:
+            async with self._http.stream("GET", url, headers=headers) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for_answer(response)
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                async for chunk in response.aiter_bytes():
+                    yield total, chunk
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"GET {url}: {exc!r}") from exc
+
+
+class AsyncJob:
+    """A submitted request: follow it (:meth:`status`, :meth:`events`, :meth:`wait`), get its
+    :meth:`result` or :meth:`cancel` it. ``AsyncClient.job(request_id)`` re-attaches to one."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        request_id: str,
+        status_url: str | None = None,
+        response_url: str | None = None,
+    ) -> None:
+        self.client = client
+        self.request_id = request_id
+        self.status_url = status_url or f"/v2/requests/{request_id}/status"
+        self.response_url = response_url or f"/v2/requests/{request_id}"
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.request_id!r})"
+
+    async def status(self) -> Progress:
+        """The status now (a FAILED one included: it is an answer, not an error here)."""
+        response = await self.client._send("GET", self.status_url, "safe", accept=(422,))
+        return Progress.of(response.json())
+
+    async def result(self) -> AsyncResult:
+        """The result URL's body; :class:`GenerationFailed` when the request FAILED."""
+        body = (await self.client._send("GET", self.response_url, "safe")).json()
+        output = body.get("output")
+        return AsyncResult(
+            request_id=str(body.get("request_id", self.request_id)),
+            status=str(body.get("status", "")),
+            output=AsyncOutput(output, self.client._download) if isinstance(output, str) else None,
+            metrics=body.get("metrics") or {},
+            raw=body,
+        )
+
+    async def cancel(self) -> Progress:
+        """Ask the server to stop the job (queued: at once; running: at its next step). The
+        job ends FAILED and refunded, unless it completed first."""
+        path = f"/v2/requests/{self.request_id}/cancel"
+        response = await self.client._send("POST", path, "safe", accept=(422,))
+        return Progress.of(response.json())
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The job's Server-Sent Events (``status`` … then ``result``) until it ends."""
+        url = self.client.config.url(f"/v2/requests/{self.request_id}/events")
+        decoder = _core.SSEDecoder()
+        # Keep-alives come every 15 s, so a read that waits much longer means a dead stream.
+        timeout = httpx.Timeout(self.client.config.timeout_s, read=60.0)
+        try:
+            async with self.client._http.stream(
+                "GET", url, headers=self.client.config.headers(), timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for_answer(response)
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"GET {url}: {exc!r}") from exc
+
+    async def wait(
+        self, timeout: float | None = None, on_progress: ProgressFn | None = None
+    ) -> AsyncResult:
+        """Poll until the job ends; its :class:`Result`.
+
+        ``on_progress`` gets each new reading. After ``timeout`` seconds the job is cancelled
+        and :class:`GenerationTimeout` raised; FAILED raises :class:`GenerationFailed`.
+        """
+        deadline = time.monotonic() + (_core.MAX_WAIT_S if timeout is None else timeout)
+        last: Progress | None = None
+        while True:
+            current = await self.status()
+            if on_progress is not None and current != last:
+                on_progress(current)
+            last = current
+            failed = _core.final_error(current)
+            if failed is not None:
+                raise failed
+            if current.status == "COMPLETED":
+                return await self.result()
+            if time.monotonic() >= deadline:
+                await self.cancel()
+                raise _core.timed_out(self.request_id, timeout)
+            await self.client._sleep(self.client.config.poll_interval_s)
