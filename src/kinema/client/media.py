@@ -5,6 +5,7 @@ image host, and the server never has to reach the caller's network)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import os
 from pathlib import Path
@@ -19,9 +20,9 @@ MediaInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | IO[bytes] 
 (typed ``Any`` for PIL so that Pillow stays optional)."""
 
 _SCHEMES = ("http://", "https://", "data:")
-# A string this short that is no URL and no file is a mistyped path, not bare base64: say so
-# here instead of letting the server answer "cannot decode".
-_MIN_BARE_BASE64 = 256
+# A string that is no URL, no file and not even base64 is a mistyped path: say so here instead
+# of letting the server answer "cannot decode". Paths longer than this are not tried as files.
+_MAX_PATH = 4096
 
 # (magic bytes at offset, offset, media type), first match wins.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -64,14 +65,29 @@ def _pil_png(value: Any) -> bytes | None:
     return buf.getvalue()
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(value) >= 8
+
+
 def to_url(value: MediaInput, field: str) -> str:
     """``value`` as the string the API takes for ``field`` (a URL, data URI or base64)."""
     if isinstance(value, str):
         if value.startswith(_SCHEMES):
             return value
-        if Path(value).is_file():
+        if len(value) < _MAX_PATH and _is_file(value):
             return to_data_uri(Path(value).read_bytes())
-        if len(value) >= _MIN_BARE_BASE64:
+        if _is_base64(value):
             return value  # bare base64, as the API accepts it
         raise InvalidRequest(f"{field}: no such file {value!r} (nor a URL or data: URI)")
     if isinstance(value, os.PathLike):
