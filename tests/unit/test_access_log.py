@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from uvicorn.logging import AccessFormatter
 
-from kinema.api.access import ACCESS, AccessLog, log_config
+from kinema.api.access import ACCESS, AccessLog, log_config, redact_query
 
 SCOPE: dict[str, Any] = {
     "type": "http",
@@ -69,7 +69,7 @@ async def test_the_line_is_uvicorns_and_follows_the_last_byte(events: list[Any])
         "http.response.body",
         "http.response.body",
         "app returned",
-        ("log", '127.0.0.1:5000 - "POST /v1/a%20b?x=1 HTTP/1.1" 201 Created'),
+        ("log", '127.0.0.1:5000 - "POST /v1/a%20b?x=[redacted] HTTP/1.1" 201 Created'),
     ]
 
 
@@ -102,3 +102,11 @@ def test_log_config_routes_kinema_loggers_through_uvicorns_handlers() -> None:
     assert config["loggers"]["kinema.access"]["handlers"] == ["access"]
     assert config["loggers"]["kinema"]["handlers"] == ["default"]
     assert "kinema" not in log_config.__globals__["LOGGING_CONFIG"]["loggers"]  # a copy
+
+
+def test_urls_are_logged_without_their_query_values() -> None:
+    link = "http://h:8000/v1/files/outputs/j/output.png?expires=17&sig=abc#frag"
+    assert redact_query(link) == (
+        "http://h:8000/v1/files/outputs/j/output.png?expires=[redacted]&sig=[redacted]"
+    )
+    assert redact_query("https://h/hook") == "https://h/hook"

@@ -114,6 +114,16 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
             runner=runner,
             dispatcher=dispatcher,
         )
-        webhooks = asyncio.create_task(deliver_forever(svc))
+        webhooks = asyncio.create_task(
+            deliver_forever(
+                db=db,
+                settings=settings,
+                secret=secret,
+                http=http,
+                storage=storage,
+                keys=keys,
+                jobs=jobs,
+            )
+        )
         stack.callback(webhooks.cancel)
         yield svc

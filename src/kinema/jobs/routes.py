@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -10,8 +10,11 @@ from fastapi.responses import JSONResponse
 from kinema.api.deps import Services, api_key, base_url, services
 from kinema.api.schemas import ErrorResponse, ResultResponse, StatusResponse
 from kinema.billing.keys import from_micros
+from kinema.billing.service import KeyService
 from kinema.errors import GenerationFailed
 from kinema.jobs.models import Job, Status
+from kinema.settings import Settings
+from kinema.storage.base import Storage
 
 router = APIRouter()
 SvcDep = Annotated[Services, Depends(services)]
@@ -20,13 +23,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ResultSources(Protocol):
+    """What a result body is built from: the routes pass their :class:`Services`, the webhook
+    sender its own parts (it does not depend on the HTTP container)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def keys(self) -> KeyService: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+
 async def job_of_caller(request: Request, svc: Services, request_id: str) -> Job:
     """The caller's request ``request_id`` (401 without a valid key; 404 for another key's)."""
     key = await svc.keys.authenticate(api_key(request))
     return await svc.jobs.get_for_key(request_id, key.id)
 
 
-async def _metrics(svc: Services, job: Job) -> dict[str, Any]:
+async def _metrics(svc: ResultSources, job: Job) -> dict[str, Any]:
     balance = await svc.keys.balance(job.key_id)
     return {
         "inference_time": job.inference_time,
@@ -63,7 +80,7 @@ async def status_body(root: str, svc: Services, job: Job) -> tuple[dict[str, Any
     return body, 200
 
 
-async def result_body(root: str, svc: Services, job: Job) -> tuple[dict[str, Any], int]:
+async def result_body(root: str, svc: ResultSources, job: Job) -> tuple[dict[str, Any], int]:
     """The result URL's answer for ``job`` (its output's URL under ``root``): its body and HTTP
     status (422 when FAILED)."""
     metrics = await _metrics(svc, job)
