@@ -178,27 +178,33 @@ async def wait_healthy(url: str, timeout: float = 120) -> None:
 
 
 def engine_alone(image_b64: str, n: int) -> list[float]:
-    """The static engine + conform + encode, called directly (what x-generation-time covers)."""
+    """The static engine + conform + encode + store, called directly (what x-generation-time
+    covers)."""
     from kinema.engines.base import Task
     from kinema.engines.registry import LoadOptions, load_engine
+    from kinema.jobs.spec import ImageSpec
     from kinema.runners.execute import execute
+    from kinema.runners.protocol import RunTask
+    from kinema.storage.blobs import LocalBlobs
 
     engine = load_engine("static-image", LoadOptions(models_dir=Path(tempfile.mkdtemp())))
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in.png"
-        src.write_bytes(base64.b64decode(image_b64))
-        params = {"prompt": "x", "width": 1024, "height": 576, "output_format": "png", "seed": None}
+        spec = ImageSpec(
+            prompt="x",
+            aspect_ratio="16:9",
+            resolution="1K",
+            width=1024,
+            height=576,
+            output_format="png",
+            seed=0,
+            image="inputs/bench/00-image",
+        )
+        task = RunTask(job_id="bench", spec=spec, inline={spec.image: base64.b64decode(image_b64)})
+        blobs = LocalBlobs(Path(tmp))
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            execute(
-                {Task.IMAGE_TO_IMAGE: engine},
-                "image-to-image",
-                params,
-                {"image": str(src)},
-                Path(tmp),
-                lambda _p: None,
-            )
+            execute({Task.IMAGE_TO_IMAGE: engine}, task, blobs, lambda _p: None)
             times.append(time.perf_counter() - t0)
     return times
 

@@ -1,10 +1,16 @@
 """Shared fixtures: settings on a temp data dir, a worker pool started once per session, an app
-per test (its own SQLite database and files), a loopback image server."""
+per test (its own SQLite database), a loopback image server.
+
+Workers read and write the storage themselves, so every app a shared worker serves uses the
+same storage directory (:data:`STORAGE`); keys are unique per job, so tests never collide."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,10 +26,24 @@ from PIL import Image
 from kinema.api.app import create_app
 from kinema.api.deps import Services
 from kinema.engines.registry import LoadOptions
-from kinema.runners.local import LocalRunner
+from kinema.runners.local import LocalRunner, RunLimits
+from kinema.runners.protocol import WorkerConfig
 from kinema.settings import Settings
+from kinema.storage.target import StorageTarget
 
 PLUGINS = ["tests.fixtures.engines"]
+# pytest imports this file as ``conftest`` and the tests import it as ``tests.conftest``: the
+# directory is made once and found again through the environment.
+STORAGE = Path(
+    os.environ.setdefault("_TESTS_STORAGE_DIR", tempfile.mkdtemp(prefix="kinema-test-storage-"))
+)
+"""The storage directory of every test app (and so of the workers they share)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _storage_removed() -> Iterator[None]:
+    yield
+    shutil.rmtree(STORAGE, ignore_errors=True)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -31,6 +51,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "secret_key": "test-secret-key",
         "engines": {"preset": "static", "plugins": PLUGINS},
+        "storage": {"path": STORAGE},
         "fetch": {"allow_hosts": ["127.0.0.1"]},
         "jobs": {"poll_interval_s": 0.05, "lease_s": 5},
         "rate_limit": {"default": "1000/minute"},
@@ -47,8 +68,20 @@ def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 4
     return buf.getvalue()
 
 
-async def start_runner(presets: list[str], models_dir: Path, **kwargs: Any) -> LocalRunner:
-    runner = LocalRunner(presets, LoadOptions(models_dir=models_dir), plugins=PLUGINS, **kwargs)
+def worker_config(presets: list[str], models_dir: Path, **kwargs: Any) -> WorkerConfig:
+    return WorkerConfig(
+        presets=tuple(presets),
+        load_options=LoadOptions(models_dir=models_dir),
+        plugins=tuple(PLUGINS),
+        storage=StorageTarget(root=str(STORAGE)),
+        **kwargs,
+    )
+
+
+async def start_runner(
+    presets: list[str], models_dir: Path, *, limits: RunLimits | None = None, **kwargs: Any
+) -> LocalRunner:
+    runner = LocalRunner(worker_config(presets, models_dir), limits=limits, **kwargs)
     await runner.start()
     return runner
 

@@ -67,6 +67,17 @@ class JobSettings(BaseModel):
     lease (and retried by the next process)."""
     poll_interval_s: float = Field(0.5, gt=0)
     """Dispatcher poll period when no in-process wake-up arrives (other API replicas' jobs)."""
+    run_timeout_s: float = Field(3600.0, gt=0)
+    """Longest a run may take; past it the worker is killed (and restarted) and the job FAILED
+    and refunded."""
+    run_timeout_overrides: dict[str, float] = {}
+    """``run_timeout_s`` per engine preset name, e.g. ``{"flux2-klein-4b" = 120}``."""
+    stall_timeout_s: float = Field(600.0, gt=0)
+    """A run that reports no progress (denoising step, encoded frame) for this long is stalled:
+    its worker is killed and restarted, the job FAILED and refunded."""
+    cancel_grace_s: float = Field(30.0, gt=0)
+    """A running job whose cancel the engine has not honoured within this long is stopped by
+    killing its worker (then restarted); the job ends cancelled and refunded."""
 
 
 class WebhookSettings(BaseModel):
@@ -133,6 +144,9 @@ class EngineSettings(BaseModel):
     """Worker processes; each holds every loaded engine and runs one job at a time. 0: an
     API-only replica that runs no jobs (other processes sharing the database run them)."""
     startup_timeout_s: float = Field(600.0, gt=0)
+    max_worker_rss_mb: float | None = Field(None, gt=0)
+    """A worker process whose resident memory exceeds this many MB is killed (its job FAILED
+    and refunded) and restarted. None: no limit."""
 
     def resolved_presets(self) -> tuple[str, str]:
         """(video preset, image preset) after applying the ``preset`` shorthand."""

@@ -24,17 +24,20 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from kinema.api.endpoints import ENDPOINTS
+from kinema.api.endpoints import ENDPOINTS, Plan
 from kinema.api.schemas import DEFAULT_NEGATIVE_PROMPT, IMAGE_SIZES, VIDEO_SIZES
 from kinema.engines.base import Engine, ImageJob, Task, VideoJob
 from kinema.engines.geometry import working_size
 from kinema.engines.plan import split_prompt
 from kinema.engines.presets import FLUX2_KLEIN_4B, LTX25_DISTILLED
 from kinema.engines.registry import LoadOptions, load_engine
+from kinema.jobs.spec import dump_spec
 from kinema.media.conform import conform_image
 from kinema.media.images import IMAGE_MIME, fit_image
 from kinema.media.video import MediaInfo, probe_mp4
 from kinema.runners.execute import execute
+from kinema.runners.protocol import RunResult, RunTask
+from kinema.storage.blobs import LocalBlobs
 
 if TYPE_CHECKING:
     from kinema.engines.flux2 import Flux2KleinEngine
@@ -79,11 +82,33 @@ def spying(*engines: Any) -> Iterator[list[PipelineSpy]]:
         yield spies
 
 
-def params(slug: str, **body: Any) -> dict[str, Any]:
-    """The engine parameters the API derives from ``body``, through the endpoint's own model."""
+def plan(slug: str, job_id: str = "job", **body: Any) -> Plan:
+    """The job spec the API derives from ``body``, through the endpoint's own model."""
     endpoint = ENDPOINTS[slug]
     source = "start_image_url" if slug == VIDEO else "image_url"
-    return endpoint.params(endpoint.request_model.model_validate({source: STORED, **body}))
+    request = endpoint.request_model.model_validate({source: STORED, **body})
+    return endpoint.plan(request, job_id, "tiny")
+
+
+def params(slug: str, **body: Any) -> dict[str, Any]:
+    """The job spec of ``body``, as stored."""
+    return dump_spec(plan(slug, **body).spec)
+
+
+def staged(out: Path, slug: str, body: dict[str, Any], inputs: dict[str, Any]) -> RunTask:
+    """The run of ``body``, its inputs (files by input name, lists for references) stored
+    under the keys its spec names, in a storage at ``out / "files"``."""
+    job = plan(slug, out.name, **body)
+    blobs = LocalBlobs(out / "files")
+    taken: dict[str, int] = {}
+    for ref in job.media:
+        name = ref.key.rsplit("/", 1)[-1].split("-", 1)[1]
+        value = inputs[name]
+        if isinstance(value, list):
+            taken[name] = taken.get(name, -1) + 1
+            value = value[taken[name]]
+        blobs.put_bytes(ref.key, Path(value).read_bytes())
+    return RunTask(job_id=out.name, spec=job.spec)
 
 
 def plain(color: tuple[int, int, int], size: tuple[int, int] = (96, 80)) -> Image.Image:
@@ -117,18 +142,19 @@ class Run:
     """One job through ``execute``: its result and what each pipeline was called with."""
 
     params: dict[str, Any]
-    result: dict[str, Any]
+    result: RunResult
+    root: Path
     calls: list[dict[str, Any]]
     composer_calls: list[dict[str, Any]] = field(default_factory=list)
     composer_results: list[Any] = field(default_factory=list)
 
     @property
     def meta(self) -> dict[str, Any]:
-        return dict(self.result["metadata"])
+        return dict(self.result.metadata)
 
     @property
     def path(self) -> Path:
-        return Path(self.result["output_path"])
+        return self.root / self.result.output_key
 
     @property
     def probe(self) -> MediaInfo:
@@ -145,14 +171,15 @@ def run_video(
     engines: dict[Task, Engine] = {Task.IMAGE_TO_VIDEO: engine}
     if composer is not None:
         engines[Task.IMAGE_TO_IMAGE] = composer
-    job = params(VIDEO, **body)
+    task = staged(out, VIDEO, body, inputs)
+    job = dump_spec(task.spec)
     watched = [e for e in (engine, composer) if e is not None and hasattr(e, "pipeline")]
     with spying(*watched) as spies:
-        result = execute(engines, "image-to-video", job, inputs, out, lambda _p: None)
+        result = execute(engines, task, LocalBlobs(out / "files"), lambda _p: None)
     calls = spies[0].calls if spies else []
     if composer is None:
-        return Run(job, result, calls)
-    return Run(job, result, calls, spies[1].calls, spies[1].results)
+        return Run(job, result, out / "files", calls)
+    return Run(job, result, out / "files", calls, spies[1].calls, spies[1].results)
 
 
 def run_image(
@@ -165,14 +192,13 @@ def run_image(
         jobs.append(job)
         return generate(job, progress)
 
-    job = params(IMAGE, **body)
     out.mkdir(parents=True, exist_ok=True)
+    task = staged(out, IMAGE, body, inputs)
     with spying(engine) as (spy,), pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "generate", record)
-        result = execute(
-            {Task.IMAGE_TO_IMAGE: engine}, "image-to-image", job, inputs, out, lambda _p: None
-        )
-    return Run(job, result, spy.calls), jobs
+        blobs = LocalBlobs(out / "files")
+        result = execute({Task.IMAGE_TO_IMAGE: engine}, task, blobs, lambda _p: None)
+    return Run(dump_spec(task.spec), result, out / "files", spy.calls), jobs
 
 
 def first_and_last_frames(path: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
@@ -539,7 +565,7 @@ def test_output_format_sets_the_encoding_and_the_mime_type(
     run, _ = run_image(flux2_engine, body, inputs, tmp_path)
 
     fmt = output_format or "png"
-    assert run.result["content_type"] == IMAGE_MIME[fmt] and run.meta["format"] == fmt
+    assert run.result.content_type == IMAGE_MIME[fmt] and run.meta["format"] == fmt
     assert run.path.suffix == f".{fmt}"
     with Image.open(io.BytesIO(run.path.read_bytes())) as out:
         assert out.format == pil_format

@@ -1,8 +1,10 @@
 """The worker's job execution with the tiny engines: element images reach the image pipeline as
-references; shots become one generation each, joined to the exact duration."""
+references; shots become one generation each, joined to the exact duration; inputs are read
+from and outputs written to the storage by key."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,8 +12,12 @@ import pytest
 from PIL import Image
 
 from kinema.engines.base import Task
+from kinema.jobs.spec import ElementInputs, ShotSpec
 from kinema.media.video import probe_mp4
-from kinema.runners.execute import execute
+from kinema.runners.execute import ExecutionError, execute
+from kinema.runners.protocol import RunTask
+from kinema.storage.blobs import LocalBlobs
+from tests.fixtures.specs import image_spec, video_spec
 
 if TYPE_CHECKING:
     from kinema.engines.flux2 import Flux2KleinEngine
@@ -20,37 +26,35 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.engines
 
 
-def _image(path: Path, color: tuple[int, int, int]) -> str:
-    Image.new("RGB", (96, 80), color).save(path)
-    return str(path)
+def _png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 80), color).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_element_images_are_passed_as_references(
     flux2_engine: Flux2KleinEngine, tmp_path: Path
 ) -> None:
-    inputs = {
-        "image": _image(tmp_path / "src.png", (200, 0, 0)),
-        "element1_frontal": _image(tmp_path / "e1.png", (0, 200, 0)),
-        "element1_references": [_image(tmp_path / "e1r.png", (0, 0, 200))],
-        "element2_frontal": _image(tmp_path / "e2.png", (90, 90, 90)),
-    }
-    params = {
-        "prompt": "@Element1 beside @Element2",
-        "width": 1024,
-        "height": 576,
-        "output_format": "png",
-        "seed": 1,
-    }
-    result = execute(
-        {Task.IMAGE_TO_IMAGE: flux2_engine},
-        "image-to-image",
-        params,
-        inputs,
-        tmp_path,
-        lambda _p: None,
+    blobs = LocalBlobs(tmp_path)
+    for key, color in (("src", (200, 0, 0)), ("e1", (0, 200, 0)), ("e1r", (0, 0, 200))):
+        blobs.put_bytes(f"inputs/j/{key}", _png(color))
+    spec = image_spec(
+        "j",
+        prompt="@Element1 beside @Element2",
+        width=1024,
+        height=576,
+        image="inputs/j/src",
+        elements=(
+            ElementInputs(frontal="inputs/j/e1", references=("inputs/j/e1r",)),
+            ElementInputs(frontal="inputs/j/e2"),
+        ),
     )
-    assert result["metadata"]["reference_images"] == 3
-    with Image.open(result["output_path"]) as out:
+    # The second element's image travels with the run instead of through the storage.
+    task = RunTask(job_id="j", spec=spec, inline={"inputs/j/e2": _png((90, 90, 90))})
+    result = execute({Task.IMAGE_TO_IMAGE: flux2_engine}, task, blobs, lambda _p: None)
+    assert result.metadata["reference_images"] == 3
+    assert result.output_key == "outputs/j/output.png"
+    with Image.open(tmp_path / result.output_key) as out:
         assert out.size == (1024, 576)
 
 
@@ -58,25 +62,23 @@ def test_shots_are_separate_generations_joined_exactly(
     ltx2_engine: LTX2Engine, tmp_path: Path
 ) -> None:
     seen: list[float] = []
-    params = {
-        "prompt": "",
-        "negative_prompt": "",
-        "width": 1080,
-        "height": 1080,
-        "fps": 24,
-        "duration_s": 3,
-        "cfg_scale": 0.5,
-        "generate_audio": True,
-        "seed": 3,
-        "shots": [{"prompt": "a", "duration_s": 1}, {"prompt": "b", "duration_s": 2}],
-    }
-    inputs = {"start_image": _image(tmp_path / "s.png", (10, 120, 30))}
-    result = execute(
-        {Task.IMAGE_TO_VIDEO: ltx2_engine}, "image-to-video", params, inputs, tmp_path, seen.append
+    blobs = LocalBlobs(tmp_path)
+    blobs.put_bytes("inputs/v/s", _png((10, 120, 30)))
+    spec = video_spec(
+        "v",
+        prompt="",
+        width=1080,
+        height=1080,
+        seed=3,
+        shots=(ShotSpec(prompt="a", duration_s=1), ShotSpec(prompt="b", duration_s=2)),
+        start_image="inputs/v/s",
     )
-    meta = result["metadata"]
+    result = execute(
+        {Task.IMAGE_TO_VIDEO: ltx2_engine}, RunTask(job_id="v", spec=spec), blobs, seen.append
+    )
+    meta = result.metadata
     assert meta["shots"] == 2 and meta["frames"] == 72
-    info = probe_mp4(Path(result["output_path"]))
+    info = probe_mp4(tmp_path / result.output_key)
     assert info["frames"] == 72 and info["has_audio"]
     assert info["audio_duration"] == pytest.approx(3.0, abs=0.05)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
@@ -86,23 +88,31 @@ def test_shots_are_separate_generations_joined_exactly(
 def test_video_elements_are_composed_by_the_image_engine(
     ltx2_engine: LTX2Engine, flux2_engine: Flux2KleinEngine, tmp_path: Path
 ) -> None:
-    params = {
-        "prompt": "@Element1 walks",
-        "negative_prompt": "",
-        "width": 1920,
-        "height": 1080,
-        "fps": 24,
-        "duration_s": 3,
-        "cfg_scale": 0.5,
-        "generate_audio": False,
-        "seed": 5,
-    }
-    inputs = {
-        "start_image": _image(tmp_path / "s.png", (10, 120, 30)),
-        "element1_frontal": _image(tmp_path / "e.png", (250, 250, 0)),
-    }
+    blobs = LocalBlobs(tmp_path)
+    blobs.put_bytes("inputs/c/s", _png((10, 120, 30)))
+    blobs.put_bytes("inputs/c/e", _png((250, 250, 0)))
+    spec = video_spec(
+        "c",
+        prompt="@Element1 walks",
+        generate_audio=False,
+        seed=5,
+        shots=(ShotSpec(prompt="@Element1 walks", duration_s=3),),
+        start_image="inputs/c/s",
+        elements=(ElementInputs(frontal="inputs/c/e"),),
+    )
     engines = {Task.IMAGE_TO_VIDEO: ltx2_engine, Task.IMAGE_TO_IMAGE: flux2_engine}
-    result = execute(engines, "image-to-video", params, inputs, tmp_path, lambda _p: None)
-    meta = result["metadata"]
+    result = execute(engines, RunTask(job_id="c", spec=spec), blobs, lambda _p: None)
+    meta = result.metadata
     assert meta["composed_keyframe"] is True and meta["frames"] == 72
-    assert not probe_mp4(Path(result["output_path"]))["has_audio"]
+    assert not probe_mp4(tmp_path / result.output_key)["has_audio"]
+
+
+def test_a_missing_input_fails_the_run_without_naming_the_storage(
+    flux2_engine: Flux2KleinEngine, tmp_path: Path
+) -> None:
+    task = RunTask(job_id="m", spec=image_spec("m"))
+    with pytest.raises(ExecutionError) as caught:
+        execute({Task.IMAGE_TO_IMAGE: flux2_engine}, task, LocalBlobs(tmp_path), lambda _p: None)
+    message = str(caught.value)
+    assert "image input is no longer stored" in message and "inputs/" not in message
+    assert not (tmp_path / "outputs").exists()

@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from kinema.api.endpoints import ENDPOINTS
 from kinema.jobs import dispatcher as dispatcher_module
+from kinema.jobs import handoff as handoff_module
 from kinema.jobs import repository as repo
-from kinema.jobs import workdir as workdir_module
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.runners.base import RunTask
 from kinema.runners.local import LocalRunner
@@ -32,6 +31,7 @@ from tests.conftest import (
     start_runner,
     wait_status,
 )
+from tests.fixtures.specs import image_spec
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +50,13 @@ def video_settings(tmp_path: Path, preset: str, **over: Any) -> Any:
 slow_runner = runner_fixture("test-slow-video", "test-echo-image")
 
 
-def _outputs_left(c: Ctx) -> list[str]:
-    """Folders in the storage's outputs: a failed job leaves none (the place made for its
-    output while it ran is removed)."""
+async def _outputs_left(c: Ctx, ids: list[str] | None = None) -> list[str]:
+    """Which of these jobs (default: every job of this app) have output folders in the storage
+    (shared by the tests): a failed job leaves none."""
+    if ids is None:
+        ids = [row.id for row in await _job_rows(c)]
     outputs = c.svc.settings.storage_path / "outputs"
-    return sorted(p.name for p in outputs.iterdir()) if outputs.exists() else []
+    return sorted(job_id for job_id in ids if (outputs / job_id).exists())
 
 
 async def _balance(c: Ctx, key: str) -> float:
@@ -139,7 +141,7 @@ async def test_failed_generation_is_422_and_refunded(tmp_path: Path) -> None:
             key_id = (await c.svc.keys.authenticate(key)).id
             ledger, balance = await ledger_and_balance(c.svc, key_id)
             assert ledger == balance == 5_000_000
-            assert _outputs_left(c) == []
+            assert await _outputs_left(c) == []
     finally:
         await runner.close()
 
@@ -167,21 +169,21 @@ async def test_worker_crash_is_retried_then_failed_and_refunded(tmp_path: Path) 
                 ).all()
             )
             assert sorted(r.kind for r in rows) == ["refund", "reserve"]
-            assert _outputs_left(c) == []
+            assert await _outputs_left(c) == []
     finally:
         await runner.close()
 
 
-@pytest.mark.parametrize("inline_bytes", [None, 0], ids=["in-memory", "in-scratch-dir"])
+@pytest.mark.parametrize("inline_bytes", [None, 0], ids=["in-memory", "in-storage"])
 async def test_handed_off_sync_job_keeps_its_inputs_through_a_lost_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_bytes: int | None
 ) -> None:
-    """A sync job handed straight to a local slot holds its inputs only in memory (small ones,
-    sent inside the job message) or in its scratch directory; when its worker dies they move to
-    the storage, the retry (from the queue) finds them there, and the waiting client gets its
-    video."""
+    """A sync job handed straight to a local slot holds its small inputs only in memory (sent
+    inside the run), larger ones in the storage; when its worker dies the small ones move to
+    the storage too, the retry (from the queue) finds them there, and the waiting client gets
+    its video."""
     if inline_bytes is not None:
-        monkeypatch.setattr(workdir_module, "HANDOFF_INLINE_BYTES", inline_bytes)
+        monkeypatch.setattr(handoff_module, "HANDOFF_INLINE_BYTES", inline_bytes)
     runner = await start_runner(["test-crash-once-video", "test-echo-image"], tmp_path / "m")
     settings = video_settings(
         tmp_path, "test-crash-once-video", jobs={"max_attempts": 2, "poll_interval_s": 0.05}
@@ -228,8 +230,6 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
             static_runner,
             c.svc.storage,
             c.svc.settings.jobs,
-            tasks={slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()},
-            work_root=tmp_path / "work",
         )
         body = {"image_url": B64, "prompt": "x"}
         rid = (
@@ -244,10 +244,9 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
         assert queued is not None
         await c.svc.jobs.cancel(queued)
         handoff = await dispatcher.offer_slot()
-        assert handoff is not None and handoff.workdir.is_dir()
+        assert handoff is not None
         assert await dispatcher.offer_slot() is None  # the only slot is held
         await dispatcher.withdraw(handoff)
-        assert not handoff.workdir.exists()
         assert await dispatcher.offer_slot() is not None
 
 
@@ -330,7 +329,7 @@ async def test_concurrent_sync_and_async_requests_all_complete_and_are_charged_o
 
         async def sync() -> int:
             r = await c.client.post("/v1/kling-3-image2image", json=body, headers=h)
-            assert r.headers["content-type"] == "image/png"
+            assert r.headers["content-type"] == "image/png", r.text
             return r.status_code
 
         async def submit() -> str:
@@ -389,9 +388,9 @@ def started(static_runner: LocalRunner, monkeypatch: pytest.MonkeyPatch) -> list
     ids: list[str] = []
     real_run = static_runner.run
 
-    async def counting_run(task: RunTask, on_progress: Any) -> Any:
+    async def counting_run(task: RunTask, on_progress: Any, on_alive: Any) -> Any:
         ids.append(task.job_id)
-        return await real_run(task, on_progress)
+        return await real_run(task, on_progress, on_alive)
 
     monkeypatch.setattr(static_runner, "run", counting_run)
     return ids
@@ -441,7 +440,7 @@ async def test_a_sync_job_refused_after_reaching_its_worker_leaves_no_trace(
     assert len(started) == 2  # its header was fine: it reached the worker
     await _until_idle(ctx)  # the withdrawn run ends and gives its slot back
     assert await _job_rows(ctx) == []
-    assert _outputs_left(ctx) == []
+    assert await _outputs_left(ctx, started) == []
     assert await _balance(ctx, poor) == 0.03 and await _balance(ctx, rich) == 1
     for key, credits in ((poor, 30_000), (rich, 1_000_000)):
         record = await ctx.svc.keys.authenticate(key)
@@ -494,7 +493,7 @@ async def test_two_sync_requests_racing_for_the_last_place_in_the_window(ctx: Ct
     await _until_idle(ctx)
     assert len(await _job_rows(ctx)) == 1
     assert await _balance(ctx, key) == pytest.approx(1 - 0.035)
-    assert _outputs_left(ctx) == [(await _job_rows(ctx))[0].id]
+    assert await _outputs_left(ctx) == [(await _job_rows(ctx))[0].id]
 
 
 async def test_a_refused_sync_job_stops_its_run(tmp_path: Path, slow_runner: LocalRunner) -> None:
@@ -631,8 +630,7 @@ async def test_crash_between_reserve_and_insert_changes_nothing(
         id="job-that-never-commits",
         key_id=record.id,
         model="kling-3-image2image",
-        params={},
-        inputs={},
+        spec=image_spec(),
         price_micros=35_000,
     )
     original = repo.insert_job

@@ -38,6 +38,7 @@ async def test_create_voice_from_wav_and_mp4(ctx: Ctx, tmp_path: Path) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["voice_id"].startswith("voice_")
+    ids = [r.json()["voice_id"]]
     clip = tmp_path / "clip.mp4"
     frames = np.zeros((24 * 6, 64, 64, 3), dtype=np.uint8)
     audio = (np.sin(np.arange(16000 * 6) * 0.05) * 0.3).astype(np.float32)[None, :]
@@ -45,7 +46,9 @@ async def test_create_voice_from_wav_and_mp4(ctx: Ctx, tmp_path: Path) -> None:
     data_uri = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
     r = await ctx.client.post(VOICE, json={"voice_url": data_uri}, headers=h)
     assert r.status_code == 200, r.text
-    stored = list((ctx.svc.settings.storage_path / "voices").glob("*/sample.*"))
+    ids.append(r.json()["voice_id"])
+    voices = ctx.svc.settings.storage_path / "voices"
+    stored = [path for voice_id in ids for path in voices.glob(f"{voice_id}/sample.*")]
     assert sorted(p.suffix for p in stored) == [".mp4", ".wav"]
 
 

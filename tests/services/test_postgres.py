@@ -19,6 +19,7 @@ from kinema.runners.local import LocalRunner
 from kinema.store.db import open_database
 from kinema.store.tables import metadata
 from tests.conftest import app_context, ledger_and_balance, make_settings, png, wait_status
+from tests.fixtures.specs import image_spec
 
 pytestmark = pytest.mark.services
 B64 = base64.b64encode(png()).decode()
@@ -80,8 +81,7 @@ async def test_concurrent_claims_never_take_the_same_job(pg_url: str, tmp_path: 
                     id=f"job-{i:02d}",
                     key_id=record.id,
                     model="m",
-                    params={},
-                    inputs={},
+                    spec=image_spec(),
                     price_micros=0,
                 ),
                 now=now + i * 1e-3,

@@ -8,12 +8,13 @@ import pytest
 
 from kinema.jobs.models import Job, NewJob, Status, inserted_job
 from kinema.jobs.notify import RECENT, Notifier
+from tests.fixtures.specs import image_spec
 
 pytestmark = pytest.mark.unit
 
 
 def _final(job_id: str) -> Job:
-    new = NewJob(id=job_id, key_id="k", model="m", params={}, inputs={}, price_micros=1)
+    new = NewJob(id=job_id, key_id="k", model="m", spec=image_spec(job_id), price_micros=1)
     return dataclasses.replace(
         inserted_job(new, now=0.0, expires_at=1.0, lease=None), status=Status.COMPLETED
     )

@@ -14,9 +14,11 @@ from sqlalchemy import Connection, bindparam, create_engine, select, update
 from kinema.billing import repository as billing
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Lease, NewJob, Status
+from kinema.jobs.spec import dump_spec
 from kinema.store.db import upgrade
 from kinema.store.prepared import Prepared
 from kinema.store.tables import api_keys, jobs
+from tests.fixtures.specs import image_spec
 
 pytestmark = pytest.mark.unit
 
@@ -41,8 +43,7 @@ def _new(job_id: str, **extra: Any) -> NewJob:
         "id": job_id,
         "key_id": "k1",
         "model": "kling-3-image2image",
-        "params": {"prompt": "é", "seed": None, "shots": [{"d": 5}]},
-        "inputs": {"image": "inputs/x/00-image"},
+        "spec": image_spec("x", prompt="é"),
         "price_micros": 35_000,
         "sync": True,
         "idempotency_key": None,
@@ -58,7 +59,7 @@ def test_rows_match_sqlalchemy_both_ways(conn: Connection) -> None:
         conn, {"job": "j1"}
     )
     assert tuple(prepared) == tuple(through_sa)
-    assert prepared.params == {"prompt": "é", "seed": None, "shots": [{"d": 5}]}
+    assert prepared.params == dump_spec(image_spec("x", prompt="é"))
     assert prepared.sync is True and prepared.cancel_requested is False  # booleans, not 0/1
     assert repo.get(conn, "j1") == repo._job(through_sa)
 

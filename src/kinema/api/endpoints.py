@@ -4,6 +4,7 @@ derives. Routes never branch on a slug."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,10 @@ from pydantic import BaseModel
 from kinema.api.schemas import VIDEO_FPS, Element, ImageToImageRequest, ImageToVideoRequest
 from kinema.billing.pricing import image_price, video_price
 from kinema.engines.base import Task
+from kinema.engines.plan import split_prompt
 from kinema.engines.registry import Preset
 from kinema.errors import InvalidRequest
+from kinema.jobs.spec import ElementInputs, ImageSpec, JobSpec, ShotSpec, VideoSpec
 from kinema.settings import BillingSettings
 
 
@@ -22,17 +25,50 @@ from kinema.settings import BillingSettings
 class MediaRef:
     """One input image to fetch at submit time."""
 
-    name: str
-    """The input name the engine sees (``start_image``, ``element1_references``)."""
+    key: str
+    """Where it is stored (the job spec names it by this key)."""
     field: str
     """The request field, for error messages (``elements[0].reference_image_urls[1]``)."""
     value: str
     """What the client sent: URL, data URI or base64."""
-    many: bool = False
-    """Collected into a list under ``name``."""
 
 
 MediaRefs = list[MediaRef]
+
+
+class _Keys:
+    """Storage keys for one job's inputs, in request order, each paired with what to fetch."""
+
+    def __init__(self, job_id: str) -> None:
+        self._job_id = job_id
+        self.refs: MediaRefs = []
+
+    def add(self, name: str, field: str, value: str) -> str:
+        key = f"inputs/{self._job_id}/{len(self.refs):02d}-{name}"
+        self.refs.append(MediaRef(key, field, value))
+        return key
+
+    def elements(self, elements: list[Element] | None) -> tuple[ElementInputs, ...]:
+        found = []
+        for i, element in enumerate(elements or []):
+            field = f"elements[{i}]"
+            frontal = self.add(
+                f"element{i + 1}_frontal", f"{field}.frontal_image_url", element.frontal_image_url
+            )
+            refs = tuple(
+                self.add(f"element{i + 1}_references", f"{field}.reference_image_urls[{j}]", url)
+                for j, url in enumerate(element.reference_image_urls)
+            )
+            found.append(ElementInputs(frontal=frontal, references=refs))
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request becomes: the job spec, and the inputs to fetch for it."""
+
+    spec: JobSpec
+    media: MediaRefs
 
 
 @dataclass(frozen=True)
@@ -43,30 +79,18 @@ class Endpoint:
     base64_field: str
     """The JSON field of a ``base64: true`` sync answer."""
     price: Callable[[Any, BillingSettings], int]
-    media: Callable[[Any], MediaRefs]
-    params: Callable[[Any], dict[str, Any]]
+    plan: Callable[[Any, str, str], Plan]
+    """(request, job id, engine preset) → the job spec and its inputs."""
     voice_ids: Callable[[Any], list[str]] = lambda _body: []
     """Voice ids the request uses; each must exist for the calling key (checked at submit)."""
     check: Callable[[Any, dict[Task, Preset]], None] = lambda _body, _presets: None
     """Submit-time rules that depend on the configured engine presets (400s, never late)."""
 
 
-def _element_refs(elements: list[Element] | None) -> MediaRefs:
-    refs: MediaRefs = []
-    for i, element in enumerate(elements or []):
-        field = f"elements[{i}]"
-        refs.append(
-            MediaRef(
-                f"element{i + 1}_frontal", f"{field}.frontal_image_url", element.frontal_image_url
-            )
-        )
-        refs.extend(
-            MediaRef(
-                f"element{i + 1}_references", f"{field}.reference_image_urls[{j}]", url, many=True
-            )
-            for j, url in enumerate(element.reference_image_urls)
-        )
-    return refs
+def _seed(given: int | None) -> int:
+    """The client's seed, or one drawn now: stored in the spec, so a retry renders the same
+    output and the reported seed reproduces it."""
+    return secrets.randbelow(2**31) if given is None else given
 
 
 # Image to video ---------------------------------------------------------------------------------
@@ -78,34 +102,47 @@ def _video_price(body: ImageToVideoRequest, billing: BillingSettings) -> int:
     )
 
 
-def _video_media(body: ImageToVideoRequest) -> MediaRefs:
-    refs = [MediaRef("start_image", "start_image_url", body.start_image_url)]
-    if body.end_image_url:
-        refs.append(MediaRef("end_image", "end_image_url", body.end_image_url))
-    return refs + _element_refs(body.elements)
-
-
-def _video_params(body: ImageToVideoRequest) -> dict[str, Any]:
+def _video_plan(body: ImageToVideoRequest, job_id: str, preset: str) -> Plan:
     width, height = body.output_size
-    return {
-        "prompt": body.prompt or "",
-        "negative_prompt": body.negative_prompt,
-        "aspect_ratio": body.aspect_ratio,
-        "width": width,
-        "height": height,
-        "fps": VIDEO_FPS,
-        "duration_s": body.duration_s,
-        "num_frames": body.duration_s * VIDEO_FPS,
-        "cfg_scale": body.cfg_scale,
-        "generate_audio": body.generate_audio,
-        "shot_type": body.shot_type,
-        "shots": [
-            s.model_dump(mode="json") | {"duration_s": s.duration_s}
-            for s in body.multi_prompt or []
-        ],
-        "elements": len(body.elements or []),
-        "seed": body.seed,
-    }
+    keys = _Keys(job_id)
+    start = keys.add("start_image", "start_image_url", body.start_image_url)
+    end = keys.add("end_image", "end_image_url", body.end_image_url) if body.end_image_url else None
+    spec = VideoSpec(
+        preset=preset,
+        prompt=body.prompt or "",
+        negative_prompt=body.negative_prompt,
+        aspect_ratio=body.aspect_ratio,
+        width=width,
+        height=height,
+        fps=VIDEO_FPS,
+        duration_s=body.duration_s,
+        num_frames=body.duration_s * VIDEO_FPS,
+        cfg_scale=body.cfg_scale,
+        generate_audio=body.generate_audio,
+        shot_type=body.shot_type,
+        shots=_shots(body),
+        seed=_seed(body.seed),
+        start_image=start,
+        end_image=end,
+        elements=keys.elements(body.elements),
+    )
+    return Plan(spec, keys.refs)
+
+
+def _shots(body: ImageToVideoRequest) -> tuple[ShotSpec, ...]:
+    """One generation per shot: ``multi_prompt`` (customize) as given, the request's ``prompt``,
+    when also given, prefixed as context; ``intelligence`` splits the prompt by the rule in
+    :mod:`kinema.engines.plan`; otherwise one shot."""
+    context = (body.prompt or "").strip()
+    if body.multi_prompt:
+        return tuple(
+            ShotSpec(prompt=f"{context} {s.prompt}".strip(), duration_s=s.duration_s)
+            for s in body.multi_prompt
+        )
+    if body.shot_type == "intelligence":
+        split = split_prompt(context, body.duration_s)
+        return tuple(ShotSpec(prompt=p, duration_s=s) for p, s in split)
+    return (ShotSpec(prompt=context, duration_s=body.duration_s),)
 
 
 def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None:
@@ -148,22 +185,23 @@ def _image_check(body: ImageToImageRequest, presets: dict[Task, Preset]) -> None
         )
 
 
-def _image_media(body: ImageToImageRequest) -> MediaRefs:
-    return [MediaRef("image", "image_url", body.image_url), *_element_refs(body.elements)]
-
-
-def _image_params(body: ImageToImageRequest) -> dict[str, Any]:
+def _image_plan(body: ImageToImageRequest, job_id: str, preset: str) -> Plan:
     width, height = body.output_size
-    return {
-        "prompt": body.prompt,
-        "aspect_ratio": body.aspect_ratio,
-        "resolution": body.resolution,
-        "width": width,
-        "height": height,
-        "output_format": body.output_format,
-        "elements": len(body.elements or []),
-        "seed": body.seed,
-    }
+    keys = _Keys(job_id)
+    image = keys.add("image", "image_url", body.image_url)
+    spec = ImageSpec(
+        preset=preset,
+        prompt=body.prompt,
+        aspect_ratio=body.aspect_ratio,
+        resolution=body.resolution,
+        width=width,
+        height=height,
+        output_format=body.output_format,
+        seed=_seed(body.seed),
+        image=image,
+        elements=keys.elements(body.elements),
+    )
+    return Plan(spec, keys.refs)
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -175,8 +213,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             request_model=ImageToVideoRequest,
             base64_field="video",
             price=_video_price,
-            media=_video_media,
-            params=_video_params,
+            plan=_video_plan,
             check=_video_check,
             voice_ids=lambda body: list(body.voice_ids or []),
         ),
@@ -186,8 +223,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             request_model=ImageToImageRequest,
             base64_field="image",
             price=_image_price,
-            media=_image_media,
-            params=_image_params,
+            plan=_image_plan,
             check=_image_check,
         ),
     )

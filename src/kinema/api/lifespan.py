@@ -7,11 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from kinema.api.deps import Services
-from kinema.api.endpoints import ENDPOINTS
 from kinema.api.service import GenerationService, configured_presets, fetch_policy
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
-from kinema.engines.registry import LoadOptions
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.notify import Notifier
 from kinema.jobs.retention import run_periodically
@@ -19,30 +17,11 @@ from kinema.jobs.service import JobService
 from kinema.jobs.webhooks import deliver_forever
 from kinema.media.fetch import guarded_client
 from kinema.runners.base import Runner
-from kinema.runners.local import LocalRunner
+from kinema.runners.factory import open_runner
 from kinema.settings import Settings
-from kinema.storage.local import LocalStorage
+from kinema.storage.factory import open_storage
 from kinema.store.db import open_database
 from kinema.voices.service import VoiceService
-
-
-def local_runner(settings: Settings) -> LocalRunner:
-    engines = settings.engines
-    options = LoadOptions(
-        models_dir=settings.models_dir,
-        device=engines.device,
-        dtype=engines.dtype,
-        cpu_offload=engines.cpu_offload,
-        vae_tiling=engines.vae_tiling,
-        num_inference_steps=engines.num_inference_steps,
-    )
-    return LocalRunner(
-        list(engines.resolved_presets()),
-        options,
-        workers=engines.workers,
-        startup_timeout_s=engines.startup_timeout_s,
-        plugins=engines.plugins,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -56,13 +35,14 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
     await db.migrate()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(db.dispose)
-        if runner is None and settings.engines.workers > 0:
-            runner = local_runner(settings)
-            await runner.start()
-            stack.push_async_callback(runner.close)
+        if runner is None:
+            runner = open_runner(settings)
+            if runner is not None:
+                await runner.start()
+                stack.push_async_callback(runner.close)
         policy = fetch_policy(settings)
         http = await stack.enter_async_context(guarded_client(policy))
-        storage = LocalStorage(settings.storage_path, secret)
+        storage = open_storage(settings, secret)
         keys = KeyService(db, secret, cache_s=settings.billing.key_cache_s)
         jobs = JobService(db, settings, Notifier())
         limiter = RateLimiter(
@@ -73,16 +53,7 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         stack.push_async_callback(limiter.close)
         dispatcher = None
         if runner is not None:
-            tasks = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
-            dispatcher = Dispatcher(
-                db,
-                jobs,
-                runner,
-                storage,
-                settings.jobs,
-                tasks=tasks,
-                work_root=settings.data_dir / "work",
-            )
+            dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs)
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
         voices = VoiceService(db, storage)

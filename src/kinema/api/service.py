@@ -38,9 +38,9 @@ from kinema.errors import (
     RateLimited,
 )
 from kinema.jobs.dispatcher import Dispatcher
+from kinema.jobs.handoff import Handoff
 from kinema.jobs.models import Job, NewJob, Webhook
 from kinema.jobs.service import JobService
-from kinema.jobs.workdir import Handoff
 from kinema.media.fetch import FetchPolicy, check_target, is_url, load_media
 from kinema.media.images import check_header, verify_image
 from kinema.settings import Settings
@@ -160,12 +160,13 @@ class GenerationService:
         if voice_ids and self._voices is not None:
             await self._voices.require(key.id, voice_ids)
         endpoint.check(request, self._presets)
+        job_id = str(uuid.uuid4())
+        plan = endpoint.plan(request, job_id, self._presets[endpoint.task].name)
         new = NewJob(
-            id=str(uuid.uuid4()),
+            id=job_id,
             key_id=key.id,
             model=slug,
-            params=endpoint.params(request),
-            inputs={},
+            spec=plan.spec,
             price_micros=endpoint.price(request, self._settings.billing),
             sync=sync,
             idempotency_key=idempotency_key,
@@ -179,15 +180,14 @@ class GenerationService:
             earlier = await self._jobs.replay(new)
             if earlier is not None:
                 return Submission(earlier, key, await count.take(), endpoint, None), request
-        refs = endpoint.media(request)
+        refs = plan.media
         blobs = await self._fetch_all(refs)
         handoff = await self._slot(new)
         if handoff is None:
             await count.take()
             await self._verify_all(refs, blobs)
         try:
-            inputs = await self._keep_inputs(new.id, refs, blobs, handoff)
-            new = _with_inputs(new, inputs)
+            await self._keep_inputs(refs, blobs, handoff)
             if handoff is not None:
                 assert self._handoff is not None
                 self._handoff.start_early(new, handoff)
@@ -240,29 +240,23 @@ class GenerationService:
         return await load_media(value, field=field, policy=self._policy, client=self._http)
 
     async def _keep_inputs(
-        self, job_id: str, refs: MediaRefs, blobs: list[bytes], handoff: Handoff | None
-    ) -> dict[str, Any]:
-        """Keep the verified inputs with the job, so that a retry after a restart needs no
-        second fetch: in the storage, or, for a job handed straight to a local slot, with the
-        hand-off (the dispatcher moves them to the storage if it must give the job up)."""
-        kept: dict[str, Any] = {}
-        for n, (ref, data) in enumerate(zip(refs, blobs, strict=True)):
-            key = f"inputs/{job_id}/{n:02d}-{ref.name}"
+        self, refs: MediaRefs, blobs: list[bytes], handoff: Handoff | None
+    ) -> None:
+        """Keep the verified inputs under the keys the job's spec names, so that a retry after a
+        restart needs no second fetch: in the storage, or, for a job handed straight to a local
+        slot, with the hand-off (the dispatcher moves them to the storage if it must give the
+        job up)."""
+        for ref, data in zip(refs, blobs, strict=True):
             if handoff is not None:
-                await handoff.keep(key, data)
+                await handoff.keep(ref.key, data)
             else:
-                await self._storage.put_bytes(key, data, "application/octet-stream")
-            if ref.many:
-                kept.setdefault(ref.name, []).append(key)
-            else:
-                kept[ref.name] = key
-        return kept
+                await self._storage.put_bytes(ref.key, data, "application/octet-stream")
 
     async def _discard_inputs(self, job_id: str, handoff: Handoff | None) -> None:
         if handoff is not None:
             assert self._handoff is not None
             await self._handoff.withdraw(handoff)
-        else:
+        if handoff is None or handoff.stored:
             await self._storage.delete_prefix(f"inputs/{job_id}")
 
     async def _fetch_all(self, refs: MediaRefs) -> list[bytes]:
@@ -346,7 +340,3 @@ def _is_json(content_type: str | None) -> bool:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
-
-
-def _with_inputs(new: NewJob, inputs: dict[str, Any]) -> NewJob:
-    return NewJob(**{**new.__dict__, "inputs": inputs})

@@ -9,21 +9,18 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import shutil
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
+from kinema.jobs.handoff import Handoff
 from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
-from kinema.jobs.workdir import Handoff, empty_dir, input_keys, input_path, local_inputs
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
 from kinema.storage.base import Storage
@@ -48,19 +45,12 @@ class Dispatcher:
         runner: Runner,
         storage: Storage,
         settings: JobSettings,
-        *,
-        tasks: dict[str, str],
-        work_root: Path | None = None,
     ) -> None:
         self._db = db
         self._jobs = jobs
         self._runner = runner
         self._storage = storage
         self._settings = settings
-        self._tasks = tasks
-        self._work_root = work_root
-        """Scratch space; beside the local storage so outputs are renamed into it, not copied."""
-        """model slug → engine task."""
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
         self._running: set[str] = set()
@@ -78,10 +68,6 @@ class Dispatcher:
         """Settles waiting for the next job to be sent to a worker (:meth:`_next_dispatch`)."""
         self._interrupted: set[str] = set()
         """Jobs whose runs a stop cancelled (their end is :meth:`_hand_back`'s to settle)."""
-        self._spares: list[Path] = []
-        """Scratch directories ready for the next hand-offs: finished jobs' directories, emptied
-        and reused, or made in advance off any request's path (a new directory costs the disk a
-        journal write: 0.1-0.3 ms on this project's VM)."""
 
     @property
     def idle(self) -> bool:
@@ -89,9 +75,6 @@ class Dispatcher:
         return not self._active and not self._reserved
 
     def start(self) -> None:
-        if self._work_root is not None:
-            self._work_root.mkdir(parents=True, exist_ok=True)
-        self._make_spare()
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
         self._renewer = asyncio.create_task(self._renew_forever(), name="kinema-lease-renewal")
 
@@ -125,9 +108,6 @@ class Dispatcher:
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
-        for spare in self._spares:
-            shutil.rmtree(spare, ignore_errors=True)
-        self._spares.clear()
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available
@@ -171,9 +151,9 @@ class Dispatcher:
     # Direct hand-off: a sync job goes straight to a free local slot, claimed in the same
     # transaction that inserts it, skipping a claim round trip and a wake-up. It is sent to the
     # worker as soon as its body and input headers are checked (start_early), and inserted
-    # while the worker runs (admit), or refused and stopped (withdraw). Its inputs travel with
-    # it or wait in its scratch directory; they reach the storage only if the job has to leave
-    # this process (its worker was lost and it goes back to the queue).
+    # while the worker runs (admit), or refused and stopped (withdraw). Its small inputs travel
+    # with it and reach the storage only if the job has to leave this process (its worker was
+    # lost and it goes back to the queue); larger ones are stored at once.
 
     async def offer_slot(self) -> Handoff | None:
         """A slot for a job about to be inserted, when one is free and no job waits in the
@@ -194,8 +174,7 @@ class Dispatcher:
                 return None
         self._reserved += 1
         lease = Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
-        workdir = self._spares.pop() if self._spares else self._scratch()
-        return Handoff(lease, workdir, asyncio.get_running_loop().create_future())
+        return Handoff(lease, self._storage, asyncio.get_running_loop().create_future())
 
     def start_early(self, new: NewJob, handoff: Handoff) -> None:
         """Send a sync job to the slot held by ``handoff`` before it is inserted (under
@@ -205,9 +184,6 @@ class Dispatcher:
         self._reserved -= 1
         handoff.job_id = new.id
         self._launch(new, handoff)
-        # The next hand-off's scratch directory, made once this job is on its way to the
-        # worker (the callback runs after the job's task has sent it).
-        asyncio.get_running_loop().call_soon(self._make_spare)
 
     def admit(self, handoff: Handoff, job: Job) -> None:
         """The started job is inserted (claimed by this dispatcher): its run may settle."""
@@ -219,7 +195,6 @@ class Dispatcher:
         is stored or settled (no row, no charge exists for it)."""
         if handoff.job_id is None:
             self._reserved -= 1
-            shutil.rmtree(handoff.workdir, ignore_errors=True)
             return
         handoff.admitted.set_result(None)
         await self._runner.cancel(handoff.job_id)
@@ -233,22 +208,6 @@ class Dispatcher:
             self._execute(job, handoff), name=f"job-{job.id}"
         )
         self._active[job.id].add_done_callback(functools.partial(self._done, job.id))
-
-    def _scratch(self, prefix: str = "") -> Path:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self._work_root))
-
-    def _recycle(self, workdir: Path) -> None:
-        """Empty a finished job's scratch directory and keep it as a spare (cheaper than
-        removing it and making another) — one per slot and one more; remove it beyond that."""
-        keep = len(self._spares) <= self._runner.capacity and not self._stopping
-        if keep and empty_dir(workdir):
-            self._spares.append(workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    def _make_spare(self) -> None:
-        if not self._spares and not self._stopping:
-            self._spares.append(self._scratch())
 
     def _release_slot(self, job_id: str) -> None:
         """The runner is done with ``job_id``: its slot is free for the next job even while the
@@ -266,7 +225,6 @@ class Dispatcher:
         if self._active.get(job_id) is task:
             del self._active[job_id]
             self._release_slot(job_id)  # if it ended before reaching the runner
-        self._make_spare()
 
     async def _fail_abandoned(self) -> None:
         now = time.time()
@@ -280,7 +238,6 @@ class Dispatcher:
     async def _execute(self, job: Job | NewJob, handoff: Handoff | None) -> None:
         """Run and settle ``job`` (a :class:`NewJob` when it was started before its insert);
         ``handoff`` holds its inputs when it was handed off."""
-        workdir = handoff.workdir if handoff else self._scratch(prefix=f"{job.id}-")
         # Its lease is renewed from its insert until it is settled.
         held = _Held(job.id, handed_off=handoff is not None)
         if handoff is None:
@@ -288,12 +245,12 @@ class Dispatcher:
         else:
             handoff.admitted.add_done_callback(functools.partial(self._hold, held))
         try:
-            settled = await self._run_and_settle(job, workdir, held, handoff)
+            settled = await self._run_and_settle(job, held, handoff)
         finally:
             if self._held.get(job.id) is held:
                 del self._held[job.id]
-            self._recycle(workdir)
-        if settled and handoff is None:  # kept only while a retry may still need them
+        # Kept only while a retry may still need them.
+        if settled and (handoff is None or handoff.stored):
             await self._storage.delete_prefix(f"inputs/{job.id}")
 
     def _hold(self, held: _Held, admitted: asyncio.Future[Job | None]) -> None:
@@ -302,12 +259,12 @@ class Dispatcher:
             self._held[held.job_id] = held
 
     async def _run_and_settle(
-        self, pending: Job | NewJob, workdir: Path, held: _Held, handoff: Handoff | None
+        self, pending: Job | NewJob, held: _Held, handoff: Handoff | None
     ) -> bool:
         """Run the job and settle it; False when it was handed back for a retry instead."""
         outcome: RunResult | Exception
         try:
-            outcome = await self._run(pending, workdir, held, handoff)
+            outcome = await self._run(pending, held, handoff)
         except Exception as exc:  # settled below, once the job is known to exist
             outcome = exc
         if handoff is None:
@@ -316,7 +273,9 @@ class Dispatcher:
         else:
             job = await handoff.admitted
         if job is None:  # withdrawn: no row, no charge; nothing of the run is kept
-            await self._storage.unprepare(f"outputs/{pending.id}")
+            await self._storage.delete_prefix(f"outputs/{pending.id}")
+            if handoff is not None and handoff.stored:
+                await self._storage.delete_prefix(f"inputs/{pending.id}")
             return True
         try:
             if isinstance(outcome, Exception):
@@ -331,8 +290,7 @@ class Dispatcher:
         except RunnerLost as exc:
             log.warning("job %s: runner lost (%s); handing it back", job.id, exc)
             if handoff is not None:
-                await self._persist_inputs(job, handoff)
-            await self._storage.unprepare(f"outputs/{job.id}")
+                await handoff.persist()
             return await self._release(job)
         except KinemaError as exc:
             await self._fail(job, exc.message, owner=self.owner)
@@ -341,37 +299,19 @@ class Dispatcher:
             await self._fail(job, f"internal error: {type(exc).__name__}", owner=self.owner)
         return True
 
-    async def _run(
-        self, job: Job | NewJob, workdir: Path, held: _Held, handoff: Handoff | None
-    ) -> RunResult:
-        """The job's inputs next to the worker, and its run; the slot frees when it returns."""
-        data = handoff.data if handoff else {}
-        task = RunTask(
-            job_id=job.id,
-            task=self._tasks[job.model],
-            params=job.params,
-            inputs=local_inputs(job, workdir) if handoff else await self._materialize(job, workdir),
-            output_dir=workdir,
-            data={str(input_path(workdir, key)): blob for key, blob in data.items()},
-        )
-        # The output's place in the storage is made while the worker runs (a directory costs
-        # the local storage a quarter of a millisecond here): not on the answer's path.
-        ready = asyncio.ensure_future(self._storage.prepare(f"outputs/{job.id}"))
+    async def _run(self, job: Job | NewJob, held: _Held, handoff: Handoff | None) -> RunResult:
+        """The job's run; the slot frees when it returns."""
+        task = RunTask(job_id=job.id, spec=job.spec, inline=handoff.data if handoff else {})
         # Runs once this task has suspended, that is once the runner has sent the job.
         asyncio.get_running_loop().call_soon(self._dispatched)
         try:
-            return await self._runner.run(task, held.report)
+            return await self._runner.run(task, held.report, held.alive)
         finally:
             self._release_slot(job.id)
-            with contextlib.suppress(Exception):  # put_file makes the place if need be
-                await ready
 
     async def _fail(self, job: Job, error: str, *, owner: str | None) -> None:
-        """FAILED and refunded, under ``owner``'s lease; the output's place, made for it while
-        it ran, is removed if it is still empty (another process may have stored a retry's
-        output there)."""
-        if await self._jobs.settle_failed(job, error, owner=owner):
-            await self._storage.unprepare(f"outputs/{job.id}")
+        """FAILED and refunded, under ``owner``'s lease."""
+        await self._jobs.settle_failed(job, error, owner=owner)
 
     async def _hand_back(self, interrupted: list[_Held]) -> None:
         """Jobs whose runs a stop interrupted, still leased here. One taken from the queue goes
@@ -390,8 +330,6 @@ class Dispatcher:
                 if repo.release(conn, job_id, self.owner, attempt_back=True)
             }
         )
-        for job_id in released:
-            await self._storage.unprepare(f"outputs/{job_id}")
         if released:
             log.info("handed %d interrupted job(s) back to the queue", len(released))
         for held in interrupted:
@@ -401,16 +339,6 @@ class Dispatcher:
             if job is not None:  # handed off, or a cancel was asked for (no-op if not ours)
                 error = CANCELLED if job.cancel_requested else SHUT_DOWN
                 await self._fail(job, error, owner=self.owner)
-
-    async def _persist_inputs(self, job: Job, handoff: Handoff) -> None:
-        """Move a handed-off job's inputs from memory or its scratch directory into the storage,
-        where a retry (by any process) finds them."""
-        for key in input_keys(job):
-            kind = "application/octet-stream"
-            if key in handoff.data:
-                await self._storage.put_bytes(key, handoff.data[key], kind)
-            else:
-                await self._storage.put_file(key, input_path(handoff.workdir, key), kind)
 
     async def _release(self, job: Job) -> bool:
         """Hand a job whose worker was lost back to the queue, or fail and refund it when it has
@@ -425,18 +353,11 @@ class Dispatcher:
         self._jobs.notifier.job_submitted()
         return False
 
-    async def _materialize(self, job: Job | NewJob, workdir: Path) -> dict[str, Any]:
-        """Copy the job's stored inputs next to the worker (its storage may be remote)."""
-        for key in input_keys(job):
-            await self._storage.get_to_file(key, input_path(workdir, key))
-        return local_inputs(job, workdir)
-
     async def _complete(self, job: Job, result: RunResult) -> None:
-        # The key derives from the job id: a retried job overwrites, never adds a second output.
-        key = f"outputs/{job.id}/{result.output_path.name}"
-        await self._storage.put_file(key, result.output_path, result.content_type)
+        # The worker stored the output under a key derived from the job id: a retried job
+        # overwrites, never adds a second output.
         values: dict[str, Any] = {
-            "output_key": key,
+            "output_key": result.output_key,
             "output_content_type": result.content_type,
             "output_metadata": result.metadata,
             "inference_time": result.inference_time,
@@ -495,7 +416,14 @@ class Dispatcher:
                 log.exception("lease renewal failed")
 
     async def _renew(self) -> None:
-        held = list(self._held.values())
+        # A running job's lease is renewed only while its runner proves it is alive (the
+        # runner's own limits end a run that stops doing so).
+        now = time.monotonic()
+        held = [
+            entry
+            for entry in self._held.values()
+            if entry.job_id not in self._running or now - entry.seen < self._settings.lease_s
+        ]
         if not held:
             return
         until = time.time() + self._settings.lease_s
@@ -535,6 +463,11 @@ class _Held:
     """Sent straight from a sync request to this process's worker (not claimed from the queue)."""
     progress: float = 0.0
     sent: float = -1.0
+    seen: float = field(default_factory=time.monotonic)
+    """When its runner last proved it alive and working on it."""
 
     def report(self, value: float) -> None:
         self.progress = value
+
+    def alive(self) -> None:
+        self.seen = time.monotonic()

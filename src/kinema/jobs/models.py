@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from kinema.jobs.spec import JobSpec
+
 
 class Status(enum.StrEnum):
     QUEUED = "QUEUED"
@@ -24,8 +26,7 @@ class Job:
     key_id: str
     model: str
     status: Status
-    params: dict[str, Any]
-    inputs: dict[str, Any]
+    spec: JobSpec
     price_micros: int
     sync: bool
     attempts: int
@@ -70,8 +71,7 @@ def inserted_job(new: NewJob, *, now: float, expires_at: float, lease: Lease | N
         key_id=new.key_id,
         model=new.model,
         status=Status.PROCESSING if claimed else Status.QUEUED,
-        params=new.params,
-        inputs=new.inputs,
+        spec=new.spec,
         price_micros=new.price_micros,
         sync=new.sync,
         attempts=1 if claimed else 0,
@@ -108,8 +108,7 @@ class NewJob:
     id: str
     key_id: str
     model: str
-    params: dict[str, Any]
-    inputs: dict[str, Any]
+    spec: JobSpec
     price_micros: int
     sync: bool = False
     idempotency_key: str | None = None

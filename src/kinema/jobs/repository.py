@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 from kinema.jobs.models import Job, Lease, NewJob, Status, Webhook
+from kinema.jobs.spec import dump_spec, load_spec
 from kinema.store.prepared import Prepared
 from kinema.store.tables import jobs, webhooks
 
@@ -34,8 +35,7 @@ def _job(row: Any) -> Job:
         key_id=row.key_id,
         model=row.model,
         status=Status(row.status),
-        params=row.params,
-        inputs=row.inputs,
+        spec=load_spec(row.params, row.inputs),
         price_micros=row.price_micros,
         sync=row.sync,
         attempts=row.attempts,
@@ -82,8 +82,8 @@ def insert_job(
             "key_id": new.key_id,
             "model": new.model,
             "status": Status.QUEUED.value,
-            "params": new.params,
-            "inputs": new.inputs,
+            "params": dump_spec(new.spec),
+            "inputs": {},  # before spec v1: the input keys by name (now in the spec)
             "price_micros": new.price_micros,
             "sync": new.sync,
             "idempotency_key": new.idempotency_key,

@@ -1,8 +1,9 @@
 """The runner interface: the dispatcher hands it one job at a time per slot.
 
 RunnerError
-├── RunFailed      the generation ran and failed (bad input for the model, engine error):
-│                  final, the job is FAILED and refunded
+├── RunFailed      the generation ran and failed (bad input for the model, engine error, or a
+│                  hard limit hit: run time, stall, memory, a cancel not honoured): final, the
+│                  job is FAILED and refunded
 ├── RunCancelled   stopped at a step boundary because cancel() was called
 └── RunnerLost     the worker died or could not be reached: the job is retried
 """
@@ -10,9 +11,20 @@ RunnerError
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from kinema.runners.protocol import RunResult, RunTask
+
+__all__ = [
+    "ProgressCallback",
+    "RunCancelled",
+    "RunFailed",
+    "RunResult",
+    "RunTask",
+    "Runner",
+    "RunnerError",
+    "RunnerLost",
+]
 
 
 class RunnerError(Exception):
@@ -31,40 +43,23 @@ class RunnerLost(RunnerError):
     pass
 
 
-@dataclass(frozen=True)
-class RunTask:
-    job_id: str
-    task: str
-    """``image-to-video`` or ``image-to-image``."""
-    params: dict[str, Any]
-    inputs: dict[str, Any]
-    """Input names → local file paths (strings), or lists of them."""
-    output_dir: Path
-    data: dict[str, bytes] = field(default_factory=dict)
-    """The contents of input files that were never written, by their path in ``inputs``
-    (small inputs of a handed-off job travel with the job)."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    output_path: Path
-    content_type: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    inference_time: float = 0.0
-
-
 ProgressCallback = Callable[[float], None]
+"""Called with the run's progress (0..1)."""
 
 
 class Runner(Protocol):
     @property
     def capacity(self) -> int:
-        """How many jobs may run at once."""
+        """How many jobs may run at once now (workers that are up)."""
 
     async def start(self) -> None:
         """Bring workers up and load engines; raise with a clear message if they cannot."""
 
-    async def run(self, task: RunTask, on_progress: ProgressCallback) -> RunResult: ...
+    async def run(
+        self, task: RunTask, on_progress: ProgressCallback, on_alive: Callable[[], None]
+    ) -> RunResult:
+        """Run ``task``; ``on_alive`` is called whenever the worker proves it is alive and
+        working on it (the dispatcher renews the job's lease only then)."""
 
     async def cancel(self, job_id: str) -> None: ...
 

@@ -1,16 +1,16 @@
-"""One job inside the worker: inputs → engine → conform to the contract → encode → output file.
-Runs in the worker process only (engines import torch)."""
+"""One job inside the worker: inputs → engine → conform to the contract → encode → output in
+the storage. Runs in the worker process only (engines import torch)."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from pydantic import JsonValue
 
 from kinema.engines.base import (
     Element,
@@ -21,106 +21,119 @@ from kinema.engines.base import (
     ProgressFn,
     Task,
     VideoJob,
+    VideoOutput,
 )
-from kinema.engines.plan import reference_prompt, split_prompt, video_prompt
+from kinema.engines.plan import reference_prompt, video_prompt
+from kinema.errors import KinemaError
+from kinema.jobs.spec import ElementInputs, ImageSpec, VideoSpec
 from kinema.media.conform import conform_image, conform_video, join_audio
-from kinema.media.images import IMAGE_MIME, encode_image
+from kinema.media.images import IMAGE_MIME, decode_image, encode_image
 from kinema.media.video import encode_mp4
+from kinema.runners.protocol import RunResult, RunTask
+from kinema.storage.blobs import Blobs, InputMissing
 
 
 class ExecutionError(Exception):
     """The generation cannot be done as asked (a final failure, not a crash)."""
 
 
-def _open_image(source: str | BinaryIO) -> Image.Image:
-    """An input image from its file path, or from the in-memory file it came as."""
-    with Image.open(source) as img:
-        return img.convert("RGB")
+class Inputs:
+    """A run's input images: those that came with it, else from the storage."""
+
+    def __init__(self, blobs: Blobs, inline: Mapping[str, bytes]) -> None:
+        self._blobs = blobs
+        self._inline = inline
+
+    def image(self, key: str) -> Image.Image:
+        """Upright RGB (EXIF orientation applied, transparency on white, 16-bit scaled): the
+        one normalisation every input image goes through."""
+        name = key.rsplit("/", 1)[-1].split("-", 1)[-1]
+        data = self._inline.get(key)
+        if data is None:
+            try:
+                with self._blobs.open(key) as stream:
+                    data = stream.read()
+            except InputMissing:
+                raise ExecutionError(
+                    f"the {name} input is no longer stored (it may have expired); "
+                    "submit the request again"
+                ) from None
+        try:
+            return decode_image(data, field=name)
+        except KinemaError as exc:
+            raise ExecutionError(exc.message) from exc
+
+    def elements(self, elements: tuple[ElementInputs, ...]) -> tuple[Element, ...]:
+        return tuple(
+            Element(
+                frontal=self.image(e.frontal),
+                references=tuple(self.image(r) for r in e.references),
+            )
+            for e in elements
+        )
 
 
 def execute(
-    engines: dict[Task, Engine],
-    task: str,
-    params: dict[str, Any],
-    inputs: dict[str, Any],
-    output_dir: Path,
-    progress: ProgressFn,
-) -> dict[str, Any]:
-    """Run one job and write its output into ``output_dir``; returns the result message."""
-    kind = Task(task)
+    engines: Mapping[Task, Engine], task: RunTask, blobs: Blobs, progress: ProgressFn
+) -> RunResult:
+    """Run one job and store its output under ``outputs/<job id>/``."""
+    spec = task.spec
+    kind = Task(spec.task)
     engine = engines.get(kind)
     if engine is None:
         raise ExecutionError(f"no engine is loaded for {kind.value}")
+    inputs = Inputs(blobs, task.inline)
     started = time.perf_counter()
-    if kind is Task.IMAGE_TO_VIDEO:
+    prefix = f"outputs/{task.job_id}"
+    if isinstance(spec, VideoSpec):
         assert isinstance(engine, ImageToVideoEngine)
         composer = engines.get(Task.IMAGE_TO_IMAGE)
         assert composer is None or isinstance(composer, ImageToImageEngine)
-        path, content_type, meta = _video(engine, params, inputs, output_dir, progress, composer)
+        key, content_type, meta = _video(engine, spec, inputs, blobs, prefix, progress, composer)
     else:
         assert isinstance(engine, ImageToImageEngine)
-        path, content_type, meta = _image(engine, params, inputs, output_dir, progress)
-    return {
-        "output_path": str(path),
-        "content_type": content_type,
-        "metadata": meta,
-        "inference_time": time.perf_counter() - started,
-    }
-
-
-def _elements(inputs: dict[str, Any]) -> tuple[Element, ...]:
-    """Element images from the stored inputs (``element<N>_frontal`` / ``_references``)."""
-    found: list[Element] = []
-    n = 1
-    while (frontal := inputs.get(f"element{n}_frontal")) is not None:
-        refs = tuple(_open_image(p) for p in inputs.get(f"element{n}_references", []))
-        found.append(Element(frontal=_open_image(frontal), references=refs))
-        n += 1
-    return tuple(found)
-
-
-def _shots(params: dict[str, Any]) -> list[tuple[str, int]]:
-    """(prompt, seconds) per shot: ``multi_prompt`` (customize) as given, the request's
-    ``prompt``, when also given, prefixed as context; ``intelligence`` splits the prompt by the
-    rule in :mod:`kinema.engines.plan`; otherwise one shot."""
-    context = params["prompt"].strip()
-    shots = params.get("shots") or []
-    if shots:
-        return [(f"{context} {s['prompt']}".strip(), int(s["duration_s"])) for s in shots]
-    if params.get("shot_type") == "intelligence":
-        return split_prompt(context, params["duration_s"])
-    return [(context, params["duration_s"])]
+        key, content_type, meta = _image(engine, spec, inputs, blobs, prefix, progress)
+    return RunResult(
+        output_key=key,
+        content_type=content_type,
+        metadata=meta,
+        inference_time=time.perf_counter() - started,
+    )
 
 
 def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
     return lambda value: progress((index + value) / count)
 
 
+def _checked(result: VideoOutput) -> VideoOutput:
+    """An engine's output that the contract can be made from (an engine bug otherwise)."""
+    if result.audio is not None and not np.isfinite(result.audio).all():
+        raise ExecutionError("the engine produced audio with NaN or infinite samples")
+    return result
+
+
 def _video(
     engine: ImageToVideoEngine,
-    params: dict[str, Any],
-    inputs: dict[str, Any],
-    out: Path,
+    spec: VideoSpec,
+    inputs: Inputs,
+    blobs: Blobs,
+    prefix: str,
     progress: ProgressFn,
     composer: ImageToImageEngine | None = None,
-) -> tuple[Path, str, dict[str, Any]]:
+) -> tuple[str, str, dict[str, JsonValue]]:
     """One generation per shot (hard cuts), each conformed to the contract size and its exact
     frame count, then joined; audio joined with short fades at the cuts. Elements, for a video
     engine that takes no reference images, are first composed into the start frame by the
     image engine."""
-    end = inputs.get("end_image")
-    fps, audio_on = params["fps"], params["generate_audio"]
-    start = _open_image(inputs["start_image"])
-    elements = _elements(inputs)
-    seed = params.get("seed")
-    if seed is None:  # drawn once, so the reported seed reproduces every shot
-        seed = secrets.randbelow(2**31)
+    fps, audio_on, seed = spec.fps, spec.generate_audio, spec.seed
+    start = inputs.image(spec.start_image)
+    elements = inputs.elements(spec.elements)
     composed = bool(elements) and engine.capabilities.max_references == 0
     if composed:
         if composer is None:
             raise ExecutionError("elements need an image engine to compose the first frame")
-        start = _compose_keyframe(composer, params, start, elements, seed)
-    shots = [(video_prompt(p), s) for p, s in _shots(params)] if elements else _shots(params)
+        start = _compose_keyframe(composer, spec, start, elements)
+    shots = [(video_prompt(s.prompt) if elements else s.prompt, s.duration_s) for s in spec.shots]
     frame_parts: list[npt.NDArray[np.uint8]] = []
     audio_parts: list[npt.NDArray[np.float32] | None] = []
     shot_info: list[dict[str, Any]] = []
@@ -129,19 +142,19 @@ def _video(
         last = index == len(shots) - 1
         job = VideoJob(
             prompt=prompt,
-            negative_prompt=params["negative_prompt"],
+            negative_prompt=spec.negative_prompt,
             start_image=start,
-            end_image=_open_image(end) if end and last else None,
-            width=params["width"],
-            height=params["height"],
+            end_image=inputs.image(spec.end_image) if spec.end_image and last else None,
+            width=spec.width,
+            height=spec.height,
             num_frames=seconds * fps,
             fps=fps,
-            cfg_scale=params["cfg_scale"],
+            cfg_scale=spec.cfg_scale,
             generate_audio=audio_on,
             elements=() if composed else elements,
             seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
         )
-        result = engine.generate(job, _scaled(progress, index, len(shots)))
+        result = _checked(engine.generate(job, _scaled(progress, index, len(shots))))
         frames, audio, rate = conform_video(
             result,
             width=job.width,
@@ -156,12 +169,17 @@ def _video(
     has_audio = audio_on and all(part is not None for part in audio_parts)
     all_audio = join_audio(audio_parts, rate) if has_audio else None
     all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
-    path = out / "output.mp4"
-    # A cancel still stops the job while it encodes (seconds for a long 1080p clip).
-    encode_mp4(path, all_frames, fps, all_audio, rate, check=lambda: progress(1.0))
+    path = blobs.scratch(".mp4")
+    try:
+        # A cancel still stops the job while it encodes (seconds for a long 1080p clip).
+        encode_mp4(path, all_frames, fps, all_audio, rate, check=lambda: progress(1.0))
+        key = f"{prefix}/output.mp4"
+        blobs.put_file(key, path)
+    finally:
+        path.unlink(missing_ok=True)
     meta: dict[str, Any] = {
-        "width": params["width"],
-        "height": params["height"],
+        "width": spec.width,
+        "height": spec.height,
         "fps": fps,
         "frames": len(all_frames),
         "duration": len(all_frames) / fps,
@@ -176,7 +194,7 @@ def _video(
     if not engine.capabilities.honours_negative_prompt:
         meta["negative_prompt_honoured"] = False
     meta.update(_shot_meta(shot_info, [len(part) for part in frame_parts], meta))
-    return path, "video/mp4", meta
+    return key, "video/mp4", meta
 
 
 def _shot_meta(
@@ -199,45 +217,45 @@ def _shot_meta(
 
 def _compose_keyframe(
     composer: ImageToImageEngine,
-    params: dict[str, Any],
+    spec: VideoSpec,
     start: Image.Image,
     elements: tuple[Element, ...],
-    seed: int,
 ) -> Image.Image:
     """The start image with the elements composed in, at the video's size."""
     counts = [len(e.references) for e in elements]
     job = ImageJob(
-        prompt=reference_prompt(params["prompt"] or "the scene", counts),
+        prompt=reference_prompt(spec.prompt or "the scene", counts),
         image=start,
-        width=params["width"],
-        height=params["height"],
+        width=spec.width,
+        height=spec.height,
         elements=elements,
-        seed=seed,
+        seed=spec.seed,
     )
     return conform_image(composer.generate(job, lambda _p: None).image, job.width, job.height)
 
 
 def _image(
     engine: ImageToImageEngine,
-    params: dict[str, Any],
-    inputs: dict[str, Any],
-    out: Path,
+    spec: ImageSpec,
+    inputs: Inputs,
+    blobs: Blobs,
+    prefix: str,
     progress: ProgressFn,
-) -> tuple[Path, str, dict[str, Any]]:
-    elements = _elements(inputs)
+) -> tuple[str, str, dict[str, JsonValue]]:
+    elements = inputs.elements(spec.elements)
     job = ImageJob(
-        prompt=reference_prompt(params["prompt"], [len(e.references) for e in elements]),
-        image=_open_image(inputs["image"]),
-        width=params["width"],
-        height=params["height"],
+        prompt=reference_prompt(spec.prompt, [len(e.references) for e in elements]),
+        image=inputs.image(spec.image),
+        width=spec.width,
+        height=spec.height,
         elements=elements,
-        seed=params.get("seed"),
+        seed=spec.seed,
     )
     result = engine.generate(job, progress)
     image = conform_image(result.image, job.width, job.height)
-    fmt = params["output_format"]
-    path = out / f"output.{fmt}"
-    path.write_bytes(encode_image(image, fmt))
+    fmt = spec.output_format
+    key = f"{prefix}/output.{fmt}"
+    blobs.put_bytes(key, encode_image(image, fmt))
     meta: dict[str, Any] = {"width": job.width, "height": job.height, "format": fmt}
     meta.update({k: v for k, v in result.info.items() if k not in meta})
-    return path, IMAGE_MIME[fmt], meta
+    return key, IMAGE_MIME[fmt], meta

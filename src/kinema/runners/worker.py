@@ -1,57 +1,77 @@
 """The worker process: loads engines once, then runs jobs sent by the API process.
 
-Protocol: JSON lines. The parent writes ``{"op": "run", ...}`` / ``{"op": "cancel", "job_id"}``
-to stdin; the worker answers on its original stdout with ``ready``, ``progress``, ``done``,
-``failed``, ``cancelled`` or ``fatal`` events. Stray prints from libraries go to stderr, because
-stdout is the protocol. Torch and diffusers are imported here, never in the API process.
+Protocol: :mod:`kinema.runners.protocol`, one JSON line per message — commands on stdin, events
+on the worker's original stdout. Stray prints from libraries go to stderr, because stdout is the
+protocol. Torch and diffusers are imported here, never in the API process.
 
-One thread: jobs run on the main thread, which blocks on stdin while idle and, while a job runs,
-polls stdin for a cancel at every progress report (engines report after each denoising step,
-and a cancel only ever takes effect there). No thread hand-off sits on a job's path.
+Jobs run on the main thread, which blocks on stdin while idle and, while a job runs, polls stdin
+for a cancel at every progress report (engines report after each denoising step, and a cancel
+only ever takes effect there). A second thread sends a :class:`~kinema.runners.protocol.
+Heartbeat` every ``heartbeat_s`` while a job runs, with the number of progress reports so far:
+the parent tells a live but stalled run (the count stops) from a frozen process (no heartbeat).
 
-Run as ``python -m kinema.runners.worker '<config json>'``.
+Run as ``python -m kinema.runners.worker '<WorkerConfig json>'``.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
 import select
 import sys
+import threading
+import time
 import traceback
 from collections import deque
-from pathlib import Path
-from typing import Any, TextIO
+from typing import BinaryIO
+
+from pydantic import ValidationError
 
 from kinema.engines.base import Engine, EngineCancelled, Task
-from kinema.engines.registry import LoadOptions, get_preset, load_engine, load_plugins
+from kinema.engines.registry import get_preset, load_engine, load_plugins
 from kinema.engines.weights import WeightsMissing
 from kinema.runners.execute import ExecutionError, execute
+from kinema.runners.protocol import (
+    Cancel,
+    Cancelled,
+    Done,
+    Failed,
+    Fatal,
+    Heartbeat,
+    Progress,
+    Ready,
+    Run,
+    RunTask,
+    WorkerConfig,
+    decode_command,
+    decode_config,
+    encode,
+)
+from kinema.storage.blobs import Blobs, open_blobs
+
+Event = Ready | Fatal | Progress | Heartbeat | Done | Failed | Cancelled
 
 
 class Channel:
-    """The protocol stream to the parent (the worker's original stdout)."""
+    """The protocol stream to the parent (the worker's original stdout); two threads write."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._lock = threading.Lock()
 
-    def send(self, event: str, **fields: Any) -> None:
-        self._stream.write(json.dumps({"event": event, **fields}) + "\n")
-        self._stream.flush()
+    def send(self, event: Event) -> None:
+        line = encode(event)
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
 
 
-def load_engines(config: dict[str, Any]) -> dict[Task, Engine]:
-    options = LoadOptions(
-        **{**config["load_options"], "models_dir": Path(config["load_options"]["models_dir"])}
-    )
-    load_plugins(config.get("plugins", []))
+def load_engines(config: WorkerConfig) -> dict[Task, Engine]:
+    load_plugins(list(config.plugins))
     engines: dict[Task, Engine] = {}
     missing: list[str] = []
-    for name in config["presets"]:
+    for name in config.presets:
         try:
-            engines[get_preset(name).task] = load_engine(name, options)
+            engines[get_preset(name).task] = load_engine(name, config.load_options)
         except WeightsMissing as exc:  # report every preset's missing weights at once
             missing.append(str(exc))
     if missing:
@@ -60,31 +80,31 @@ def load_engines(config: dict[str, Any]) -> dict[Task, Engine]:
 
 
 class Inbox:
-    """The parent's messages, read straight from the stdin file descriptor (no buffered text
+    """The parent's commands, read straight from the stdin file descriptor (no buffered text
     layer, so a poll never blocks on a partial line)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = b""
         self.closed = False
-        self._ready: deque[dict[str, Any]] = deque()
+        self._ready: deque[Run | Cancel] = deque()
 
-    def wait(self) -> dict[str, Any] | None:
-        """The next message, blocking; None once the parent has closed stdin."""
+    def wait(self) -> Run | Cancel | None:
+        """The next command, blocking; None once the parent has closed stdin."""
         while not self._ready and not self.closed:
             self._read()
         return self._ready.popleft() if self._ready else None
 
-    def poll(self) -> list[dict[str, Any]]:
-        """The messages that have arrived, without blocking."""
+    def poll(self) -> list[Run | Cancel]:
+        """The commands that have arrived, without blocking."""
         while not self.closed and select.select([self._fd], [], [], 0)[0]:
             self._read()
         found = list(self._ready)
         self._ready.clear()
         return found
 
-    def push_back(self, messages: list[dict[str, Any]]) -> None:
-        self._ready.extendleft(reversed(messages))
+    def push_back(self, commands: list[Run | Cancel]) -> None:
+        self._ready.extendleft(reversed(commands))
 
     def _read(self) -> None:
         chunk = os.read(self._fd, 1 << 16)
@@ -92,86 +112,108 @@ class Inbox:
             self.closed = True
             return
         *lines, self._buffer = (self._buffer + chunk).split(b"\n")
-        self._ready.extend(json.loads(line) for line in lines if line.strip())
+        self._ready.extend(decode_command(line) for line in lines if line.strip())
+
+
+class Heart:
+    """Beats while a job runs: a thread that reports the running job's progress count every
+    ``every_s`` (one thread for the worker's life: nothing to start on a job's path)."""
+
+    def __init__(self, channel: Channel, every_s: float) -> None:
+        self.job_id: str | None = None
+        self.steps = 0
+        self._channel = channel
+        self._every = every_s
+        threading.Thread(target=self._run, name="kinema-heartbeat", daemon=True).start()
+
+    def begin(self, job_id: str) -> None:
+        self.steps = 0
+        self.job_id = job_id
+
+    def end(self) -> None:
+        self.job_id = None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._every)
+            job_id = self.job_id  # a late beat for a finished job is ignored by the parent
+            if job_id is not None:
+                self._channel.send(Heartbeat(job_id=job_id, steps=self.steps))
 
 
 def _run_one(
-    channel: Channel, engines: dict[Task, Engine], message: dict[str, Any], inbox: Inbox
+    channel: Channel,
+    engines: dict[Task, Engine],
+    task: RunTask,
+    blobs: Blobs,
+    inbox: Inbox,
+    heart: Heart,
 ) -> None:
-    job_id = message["job_id"]
+    job_id = task.job_id
     last = [-1.0]
+    heart.begin(job_id)
 
     def progress(value: float) -> None:
         # Also called, at 1.0, as a mere cancel check after the last step (while encoding).
+        heart.steps += 1
         if _cancel_arrived(inbox, job_id):
             raise EngineCancelled(job_id)
+        value = min(max(value, 0.0), 1.0)
         if value - last[0] >= 0.01 or value >= 1.0 > last[0]:
             last[0] = value
-            channel.send("progress", job_id=job_id, value=round(value, 4))
+            channel.send(Progress(job_id=job_id, value=round(value, 4)))
 
     try:
-        result = execute(
-            engines,
-            message["task"],
-            message["params"],
-            _with_data(message["inputs"], message.get("data", {})),
-            Path(message["output_dir"]),
-            progress,
-        )
+        result = execute(engines, task, blobs, progress)
     except EngineCancelled:
-        channel.send("cancelled", job_id=job_id)
+        channel.send(Cancelled(job_id=job_id))
     except ExecutionError as exc:
-        channel.send("failed", job_id=job_id, error=str(exc))
+        channel.send(Failed(job_id=job_id, error=str(exc)))
     except Exception as exc:  # an engine bug or OOM: this job fails, the worker lives on
         traceback.print_exc(file=sys.stderr)
-        channel.send("failed", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        channel.send(Failed(job_id=job_id, error=f"{type(exc).__name__}: {exc}"))
     else:
-        channel.send("done", job_id=job_id, **result)
-
-
-def _with_data(inputs: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
-    """The inputs with every path whose contents came inside the message replaced by those
-    contents (base64 in the message; an in-memory file here)."""
-
-    def one(path: str) -> str | io.BytesIO:
-        return io.BytesIO(base64.b64decode(data[path])) if path in data else path
-
-    return {
-        name: [one(p) for p in value] if isinstance(value, list) else one(value)
-        for name, value in inputs.items()
-    }
+        channel.send(Done(job_id=job_id, result=result))
+    finally:
+        heart.end()
 
 
 def _cancel_arrived(inbox: Inbox, job_id: str) -> bool:
     """Whether the parent cancelled ``job_id`` (or went away) since the last look; other
-    messages are kept for after the job."""
-    later: list[dict[str, Any]] = []
+    commands are kept for after the job."""
+    later: list[Run | Cancel] = []
     cancelled = False
-    for message in inbox.poll():
-        if message["op"] == "cancel":
-            cancelled = cancelled or message["job_id"] == job_id
+    for command in inbox.poll():
+        if isinstance(command, Cancel):
+            cancelled = cancelled or command.job_id == job_id
         else:
-            later.append(message)
+            later.append(command)
     inbox.push_back(later)
     return cancelled or inbox.closed
 
 
 def main(argv: list[str]) -> int:
     # Keep the real stdout for the protocol; send everything else that prints to stderr.
-    channel = Channel(os.fdopen(os.dup(1), "w", buffering=1))
+    channel = Channel(os.fdopen(os.dup(1), "wb", buffering=0))
     os.dup2(2, 1)
-    config = json.loads(argv[0])
+    try:
+        config = decode_config(argv[0])
+    except (IndexError, ValidationError) as exc:
+        channel.send(Fatal(error=f"bad worker configuration: {exc}"))
+        return 2
     try:
         engines = load_engines(config)
+        blobs = open_blobs(config.storage)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        channel.send("fatal", error=f"could not load engines: {type(exc).__name__}: {exc}")
+        channel.send(Fatal(error=f"could not load engines: {type(exc).__name__}: {exc}"))
         return 1
-    channel.send("ready", presets=config["presets"], pid=os.getpid())
+    channel.send(Ready(presets=config.presets, pid=os.getpid()))
     inbox = Inbox(sys.stdin.fileno())
-    while (message := inbox.wait()) is not None:
-        if message["op"] == "run":
-            _run_one(channel, engines, message, inbox)
+    heart = Heart(channel, config.heartbeat_s)
+    while (command := inbox.wait()) is not None:
+        if isinstance(command, Run):
+            _run_one(channel, engines, command.task, blobs, inbox, heart)
         # A cancel for a job that is not running has nothing left to stop.
     return 0
 

@@ -7,23 +7,12 @@ from typing import Protocol
 
 
 class Storage(Protocol):
-    async def prepare(self, prefix: str) -> None:
-        """Get ready to receive files under ``prefix`` (a job's folder) soon: called while the
-        job runs, so that storing its output later costs less. Object stores need nothing."""
-
-    async def unprepare(self, prefix: str) -> None:
-        """Undo :meth:`prepare` if nothing was stored under ``prefix`` — and only then: another
-        process may have stored a retry's output there meanwhile."""
-
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         """Store ``src`` under ``key``; ``src`` may be moved (callers treat it as consumed)."""
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
     async def get_bytes(self, key: str) -> bytes: ...
-
-    async def get_to_file(self, key: str, dest: Path) -> None:
-        """Write the object to ``dest`` (which must not exist; it may become a hard link)."""
 
     async def exists(self, key: str) -> bool: ...
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 from pathlib import Path
 
 from kinema.errors import NotFound
+from kinema.storage.paths import key_path
 from kinema.storage.signing import signed_url
+
+_GONE = "the file is not stored (it may have expired)"
 
 INLINE_BYTES = 256 * 1024
 """Reads and writes up to this size go to the page cache on the event loop: cheaper than waking
@@ -24,20 +26,11 @@ class LocalStorage:
         self._secret = secret
 
     def path(self, key: str) -> Path:
-        """The file behind ``key``; refuses keys that would escape the root. Lexical (no
-        symlink resolution: nothing here creates links, and resolving costs a dozen stat calls
-        on every access)."""
-        path = os.path.normpath(os.path.join(self._root, key))
-        if not path.startswith(self._root + os.sep):
-            raise NotFound(f"file {key!r} not found")
-        return Path(path)
-
-    async def prepare(self, prefix: str) -> None:
-        self.path(prefix).mkdir(parents=True, exist_ok=True)
-
-    async def unprepare(self, prefix: str) -> None:
-        with contextlib.suppress(OSError):  # not empty, or not there
-            self.path(prefix).rmdir()
+        """The file behind ``key``; refuses keys that would escape the root."""
+        try:
+            return key_path(self._root, key)
+        except LookupError:
+            raise NotFound(_GONE) from None
 
     async def put_file(self, key: str, src: Path, content_type: str) -> None:
         dest = self.path(key)
@@ -57,14 +50,7 @@ class LocalStorage:
                 return path.read_bytes()
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
-            raise NotFound(f"file {key!r} not found") from None
-
-    async def get_to_file(self, key: str, dest: Path) -> None:
-        path = self.path(key)
-        if not path.is_file():
-            raise NotFound(f"file {key!r} not found")
-        if not _link(path, dest):
-            await asyncio.to_thread(shutil.copyfile, path, dest)
+            raise NotFound(_GONE) from None
 
     async def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -111,13 +97,4 @@ def _small_flat_dir(path: Path, limit: int = 16) -> bool:
         for n, entry in enumerate(entries):
             if n >= limit or entry.is_dir(follow_symlinks=False):
                 return False
-    return True
-
-
-def _link(src: Path, dest: Path) -> bool:
-    """Stored files are never modified in place, so a hard link is a safe, free copy."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        return False
     return True
