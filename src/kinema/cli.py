@@ -12,6 +12,7 @@ import click
 
 from kinema.billing.keys import from_micros
 from kinema.billing.service import KeyService
+from kinema.client.cli import register as register_client_commands
 from kinema.errors import KinemaError
 from kinema.settings import Settings, load_settings
 from kinema.store.db import open_database
@@ -189,3 +190,6 @@ def credits_show(settings: Settings, key: str) -> None:
         return (await k.resolve(key)).balance_micros
 
     click.echo(f"{from_micros(_with_keys(settings, show)):g}")
+
+
+register_client_commands(main)  # i2v, i2i, status, result, cancel (kinema.client) and --version

@@ -65,7 +65,7 @@ def test_a_video_request_sends_only_what_was_given() -> None:
     assert request.params == {
         "prompt": "waves",
         "start_image_url": URL,
-        "duration": "3",
+        "duration": 3,
         "generate_audio": False,
         "seed": 7,
     }
@@ -87,7 +87,7 @@ def test_a_video_request_takes_every_contract_option() -> None:
     p = request.params
     assert p["elements"] == [{"frontal_image_url": URL, "reference_image_urls": [URL, URL]}]
     assert p["multi_prompt"] == [
-        {"prompt": "@Element1 waves", "duration": "2"},
+        {"prompt": "@Element1 waves", "duration": 2},
         {"prompt": "it walks", "duration": "4"},
     ]
     assert (p["aspect_ratio"], p["cfg_scale"], p["negative_prompt"]) == ("9:16", 0.7, "blur")
@@ -96,7 +96,7 @@ def test_a_video_request_takes_every_contract_option() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"duration": 16}, 'duration: must be one of "3".."15" (got "16")'),
+        ({"duration": 16}, 'duration: must be one of "3".."15" (got 16)'),
         ({"prompt": "@Element2 runs"}, "prompt: references @Element2 but elements has 0"),
         ({"end_image": URL, "multi_prompt": [Shot("a", 5)]}, "end_image_url"),
         ({"multi_prompt": [Shot("a", 2)]}, "multi_prompt"),

@@ -165,7 +165,9 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 delay = policy.delay(attempt) if _core.retryable_error(kind, exc) else None
                 if delay is None:
-                    raise ConnectionFailed(f"{method} {url}: {exc!r}") from exc
+                    raise ConnectionFailed(
+                        f"cannot reach the server ({method} {url}): {exc}"
+                    ) from exc
                 await self._sleep(delay)
                 continue
             if response.is_success or response.status_code in accept:
@@ -180,8 +182,11 @@ class AsyncClient:
     async def _download(self, url: str) -> AsyncIterator[tuple[int | None, bytes]]:
         # The key goes only to this server: a storage URL elsewhere is presigned.
         headers = self.config.headers() if self.config.same_origin(url) else {}
+        # A result outlives the client's ``with`` block: then a one-off connection fetches it.
+        owned = self._http.is_closed
+        http = httpx.AsyncClient(timeout=self.config.timeout_s) if owned else self._http
         try:
-            async with self._http.stream("GET", url, headers=headers) as response:
+            async with http.stream("GET", url, headers=headers) as response:
                 if not response.is_success:
                     await response.aread()
                     raise_for_answer(response)
@@ -191,6 +196,9 @@ class AsyncClient:
                     yield total, chunk
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"GET {url}: {exc!r}") from exc
+        finally:
+            if owned:
+                await http.aclose()
 
 
 class AsyncJob:

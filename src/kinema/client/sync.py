@@ -164,7 +164,9 @@ class Client:
             except httpx.TransportError as exc:
                 delay = policy.delay(attempt) if _core.retryable_error(kind, exc) else None
                 if delay is None:
-                    raise ConnectionFailed(f"{method} {url}: {exc!r}") from exc
+                    raise ConnectionFailed(
+                        f"cannot reach the server ({method} {url}): {exc}"
+                    ) from exc
                 self._sleep(delay)
                 continue
             if response.is_success or response.status_code in accept:
@@ -179,8 +181,11 @@ class Client:
     def _download(self, url: str) -> Iterator[tuple[int | None, bytes]]:
         # The key goes only to this server: a storage URL elsewhere is presigned.
         headers = self.config.headers() if self.config.same_origin(url) else {}
+        # A result outlives the client's ``with`` block: then a one-off connection fetches it.
+        owned = self._http.is_closed
+        http = httpx.Client(timeout=self.config.timeout_s) if owned else self._http
         try:
-            with self._http.stream("GET", url, headers=headers) as response:
+            with http.stream("GET", url, headers=headers) as response:
                 if not response.is_success:
                     response.read()
                     raise_for_answer(response)
@@ -190,6 +195,9 @@ class Client:
                     yield total, chunk
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"GET {url}: {exc!r}") from exc
+        finally:
+            if owned:
+                http.close()
 
 
 class Job:
