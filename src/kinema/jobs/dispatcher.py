@@ -281,10 +281,11 @@ class Dispatcher:
             if isinstance(outcome, Exception):
                 raise outcome
             await self._complete(job, outcome)
-        except RunCancelled:
+        except RunCancelled as exc:
             if job.id in self._interrupted:  # by a stop, not by the client: handed back
                 return False
-            await self._fail(job, CANCELLED, owner=self.owner)
+            detail = "" if str(exc) == RunCancelled.DEFAULT else f" ({exc})"
+            await self._fail(job, CANCELLED + detail, owner=self.owner)
         except RunFailed as exc:
             await self._fail(job, f"generation failed: {exc}", owner=self.owner)
         except RunnerLost as exc:

@@ -36,7 +36,9 @@ class RunFailed(RunnerError):
 
 
 class RunCancelled(RunnerError):
-    pass
+    DEFAULT = "cancelled"
+    """The message of a run stopped by its engine at a step; anything else says how it was
+    stopped."""
 
 
 class RunnerLost(RunnerError):

@@ -210,7 +210,7 @@ class WorkerProcess:
         elif isinstance(event, Failed):
             self._end(event.job_id, RunFailed(event.error))
         else:
-            self._end(event.job_id, RunCancelled("cancelled"))
+            self._end(event.job_id, RunCancelled(RunCancelled.DEFAULT))
 
     def _end(self, job_id: str, outcome: RunResult | RunnerError) -> None:
         run = self._runs.pop(job_id, None)
@@ -274,8 +274,8 @@ class WorkerProcess:
         reason: RunnerError | None = None
         if run.cancel_at is not None and now - run.cancel_at > limits.cancel_grace_s:
             reason = RunCancelled(
-                f"cancelled (the engine did not stop within {limits.cancel_grace_s:g} s; "
-                "its worker was restarted)"
+                f"the engine did not stop within {limits.cancel_grace_s:g} s; "
+                "its worker was restarted"
             )
         elif now > run.deadline:
             reason = RunFailed(
