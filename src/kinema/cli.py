@@ -128,6 +128,13 @@ def keys_create(
             parse_rule(rate_limit)
         except KinemaError as exc:
             raise click.BadParameter(exc.message, param_hint="--rate-limit") from exc
+    known = _model_slugs()
+    for model in models:
+        if model not in known:
+            raise click.BadParameter(
+                f"unknown model {model!r}; the models are: {', '.join(known)}",
+                param_hint="--model",
+            )
     amount = settings.billing.default_credits if credits_ is None else credits_
     new = _with_keys(
         settings,
@@ -142,24 +149,55 @@ def keys_create(
     )
 
 
+def _model_slugs() -> list[str]:
+    """Every slug a key can be restricted to (``--model``)."""
+    from kinema.api.endpoints import ENDPOINTS
+    from kinema.api.service import VOICE_SLUG
+
+    return [*ENDPOINTS, VOICE_SLUG]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as left-aligned columns under ``header`` (plain text: pipes into grep and awk)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
 @keys.command("list")
 @click.pass_obj
 def keys_list(settings: Settings) -> None:
-    """List keys (prefix, name, balance, state)."""
+    """List keys: id, prefix (either names the key in other commands), name, credits, the
+    models it may use, its rate limit, state and creation date."""
+    rows: list[tuple[str, ...]] = []
     for record in _with_keys(settings, lambda k: k.list()):
-        state = "revoked" if record.revoked_at else "active"
         created = dt.datetime.fromtimestamp(record.created_at, tz=dt.UTC).strftime("%Y-%m-%d")
-        click.echo(
-            f"{record.id}  {record.prefix}…  {record.name or '-':<16} "
-            f"{from_micros(record.balance_micros):>12.4f}  {state:<8} {created}"
+        rows.append(
+            (
+                record.id,
+                record.prefix + "…",
+                record.name or "-",
+                f"{from_micros(record.balance_micros):.4f}",
+                ",".join(record.models) if record.models else "all",
+                record.rate_limit or f"default ({settings.rate_limit.default})",
+                "revoked" if record.revoked_at else "active",
+                created,
+            )
         )
+    header = ("ID", "PREFIX", "NAME", "CREDITS", "MODELS", "RATE LIMIT", "STATE", "CREATED")
+    for line in _table(header, rows):
+        click.echo(line)
+    if not rows:
+        click.echo("(no keys yet: kinema keys create)", err=True)
 
 
 @keys.command("revoke")
 @click.argument("key")
 @click.pass_obj
 def keys_revoke(settings: Settings, key: str) -> None:
-    """Revoke KEY (the key, its id or its shown prefix)."""
+    """Revoke KEY (the key, its id or its prefix as `keys list` shows it)."""
     record = _with_keys(settings, lambda k: k.revoke(key))
     click.echo(f"revoked {record.id} ({record.prefix}…)")
 

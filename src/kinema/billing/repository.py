@@ -82,7 +82,10 @@ def by_id(conn: Connection, key_id: str) -> KeyRecord | None:
 
 
 def by_prefix(conn: Connection, prefix: str) -> list[KeyRecord]:
-    rows = conn.execute(select(api_keys).where(api_keys.c.prefix.startswith(prefix)))
+    # autoescape: the "_" of every key's "kin_" is a LIKE wildcard otherwise.
+    rows = conn.execute(
+        select(api_keys).where(api_keys.c.prefix.startswith(prefix, autoescape=True))
+    )
     return [_record(r) for r in rows]
 
 

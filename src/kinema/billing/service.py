@@ -96,7 +96,9 @@ class KeyService:
         return record
 
     async def resolve(self, ref: str) -> KeyRecord:
-        """A key by its secret, its id (``key_…``) or a unique display prefix (CLI use)."""
+        """A key by its secret, its id (``key_…``) or a unique display prefix (CLI use), with or
+        without the ``…`` that ``kinema keys list`` shows after it."""
+        ref = ref.strip().removesuffix("…").removesuffix("...")
         ref_hash = hash_key(ref, self._secret)
 
         def tx(conn: Connection) -> KeyRecord | None:
