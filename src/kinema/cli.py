@@ -13,6 +13,7 @@ import click
 from kinema.billing.keys import from_micros
 from kinema.billing.service import KeyService
 from kinema.client.cli import register as register_client_commands
+from kinema.datadir import make_private
 from kinema.errors import KinemaError
 from kinema.settings import Settings, load_settings
 from kinema.store.db import open_database
@@ -55,12 +56,14 @@ def serve(settings: Settings, host: str | None, port: int | None, preset: str | 
 
     from kinema.api.access import AccessLog, log_config
     from kinema.api.app import create_app
+    from kinema.api.serving import uvicorn_options
 
     server = settings.server.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
     settings = settings.model_copy(update={"server": server, "engines": engines})
+    make_private(settings.data_dir)
     # The access log is written after each answer (AccessLog), not by uvicorn before it.
     app = AccessLog(create_app(settings))
     uvicorn.run(
@@ -70,6 +73,7 @@ def serve(settings: Settings, host: str | None, port: int | None, preset: str | 
         log_level="info",
         log_config=log_config(),
         access_log=False,
+        **uvicorn_options(),  # limits on slow and oversized request heads, keep-alive
     )
 
 
@@ -82,6 +86,8 @@ def migrate_cmd(settings: Settings) -> None:
         db = open_database(settings.database_url)
         await db.migrate()
         await db.dispose()
+
+    make_private(settings.data_dir)
 
     asyncio.run(run())
     click.echo(f"database at the newest schema: {settings.database_url}")
@@ -96,6 +102,7 @@ def _with_keys(settings: Settings, action: Callable[[KeyService], Awaitable[T]])
         finally:
             await db.dispose()
 
+    make_private(settings.data_dir)
     try:
         return asyncio.run(run())
     except KinemaError as exc:

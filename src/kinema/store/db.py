@@ -22,6 +22,7 @@ into one transaction function, so "reserve credits + insert job" is one transact
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,11 +79,18 @@ def upgrade(connection: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file owner-only (it holds key hashes and balances) before SQLite
+    opens it with the process umask; its WAL and shared-memory files take its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 class SQLiteDatabase:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         args = {"check_same_thread": False}
         # The writer thread (fallback writes, migrations, checkpoints) waits for locks.
         self._engine: Engine = create_sync_engine(
