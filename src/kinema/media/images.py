@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +18,7 @@ decoder surface."""
 IMAGE_MIME: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 """Output formats of :func:`encode_image` and their MIME types."""
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
@@ -61,6 +63,21 @@ def verify_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Im
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InvalidInput(f"{field}: corrupt or truncated image ({exc})") from exc
     return image
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width × height as the image's header declares them, read without decoding any pixel (a
+    few microseconds whatever the size); None when no header can be read (then
+    :func:`verify_image` says why)."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":  # the common case, without Pillow
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width) * int(height)
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # Pillow raises a wide mix of types (and bomb warnings) on a bad header
+        return None
+    return width * height
 
 
 def _open(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
