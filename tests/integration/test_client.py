@@ -207,14 +207,15 @@ def test_cli_i2i_and_i2v_end_to_end(server: Server, tmp_path: Path) -> None:
     key = server.cli("keys", "create", "--credits", "5")
     out = tmp_path / "cli.webp"
     printed = _kinema(
-        server, key, "i2i", str(SAMPLE), "-p", "ink", "--format", "webp", "-o", str(out)
-    )
+        server, key, "i2i", str(SAMPLE), "-p", "@Element1 in ink", "--element",
+        f"{SAMPLE},{SAMPLE}", "--format", "webp", "-o", str(out),
+    )  # fmt: skip
     assert printed.strip() == str(out)
     with Image.open(out) as img:
         assert img.format == "WEBP" and img.size == (1024, 576)
     video = tmp_path / "cli.mp4"
     _kinema(
-        server, key, "i2v", str(SAMPLE), "-p", "@Element1 sails", "--element", f"{SAMPLE},{SAMPLE}",
+        server, key, "i2v", str(SAMPLE), "-p", "it sails", "--end-image", str(SAMPLE),
         "--duration", "4", "--no-audio", "--aspect-ratio", "9:16", "--cfg-scale", "0.6",
         "--negative-prompt", "rain", "--seed", "3", "-o", str(video),
     )  # fmt: skip

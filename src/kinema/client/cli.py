@@ -21,11 +21,13 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from kinema import __version__
 from kinema.api.schemas import (
@@ -70,8 +72,10 @@ def _client(url: str, key: str | None) -> Iterator[Client]:
         with Client(url, key) as client:
             yield client
     except KinemaClientError as exc:
-        prefix = "generation failed: " if isinstance(exc, GenerationFailed) else ""
-        raise click.ClickException(prefix + exc.message) from exc
+        message = exc.message
+        if isinstance(exc, GenerationFailed) and not message.startswith("generation failed"):
+            message = "generation failed: " + message
+        raise click.ClickException(message) from exc
 
 
 def parse_element(value: str) -> Element:
@@ -110,6 +114,13 @@ def describe(progress: _core.Progress) -> str:
     return progress.status.lower()
 
 
+class _BytesColumn(DownloadColumn):
+    """Bytes so far / total, on the download's row only (the job's row counts 0..1)."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("download") else Text("")
+
+
 class _Display:
     """The live display on stderr: one bar for the job, one for the download."""
 
@@ -119,7 +130,7 @@ class _Display:
             TextColumn("{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
-            DownloadColumn(),
+            _BytesColumn(),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             disable=quiet,
@@ -147,7 +158,7 @@ class _Display:
 
     def downloaded(self, done: int, total: int | None) -> None:
         if self.download is None:
-            self.download = self.bar.add_task("downloading", total=total)
+            self.download = self.bar.add_task("downloading", total=total, download=True)
         self.bar.update(self.download, completed=done, total=total)
 
 
