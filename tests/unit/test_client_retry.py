@@ -180,6 +180,12 @@ def test_a_wait_that_runs_out_cancels_the_job() -> None:
     assert server.requests[-1].url.path == "/v2/requests/r1/cancel"
 
 
+def test_a_job_that_completes_as_the_wait_runs_out_is_answered() -> None:
+    result = {"request_id": "r1", "status": "COMPLETED", "output": f"{BASE}/v1/files/o.png"}
+    server = Recorder([_status("PROCESSING"), _status("COMPLETED"), ok(result)])
+    assert server.client().job("r1").wait(timeout=0).status == "COMPLETED"
+
+
 async def test_the_async_client_does_the_same() -> None:
     server = Recorder(
         [err(503), ok(SUBMITTED), _status("PROCESSING", progress=0.2), _status("FAILED")]

@@ -285,6 +285,8 @@ class AsyncJob:
             if current.status == "COMPLETED":
                 return await self.result()
             if time.monotonic() >= deadline:
-                await self.cancel()
+                # A job that completes just as the wait ends is answered, not thrown away.
+                if (await self.cancel()).status == "COMPLETED":
+                    return await self.result()
                 raise _core.timed_out(self.request_id, timeout)
             await self.client._sleep(self.client.config.poll_interval_s)

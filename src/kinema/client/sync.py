@@ -282,7 +282,9 @@ class Job:
             if current.status == "COMPLETED":
                 return self.result()
             if time.monotonic() >= deadline:
-                self.cancel()
+                # A job that completes just as the wait ends is answered, not thrown away.
+                if (self.cancel()).status == "COMPLETED":
+                    return self.result()
                 raise _core.timed_out(self.request_id, timeout)
             self.client._sleep(self.client.config.poll_interval_s)
 
