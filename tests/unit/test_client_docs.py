@@ -67,3 +67,16 @@ def test_every_public_sdk_name_and_method_is_in_docs_client() -> None:
     missing += [name for name in ("webhooks.verify(", "`tolerance_s`") if name not in CLIENT_DOC]
     assert not missing, f"SDK names missing from docs/client.md: {missing}"
     assert webhooks.verify.__name__ == "verify"
+
+
+def test_the_readme_examples_need_no_internet_and_show_errors() -> None:
+    from PIL import Image
+
+    readme = (ROOT / "README.md").read_text()
+    sample = ROOT / "examples" / "sample.png"
+    assert "examples/sample.png" in readme and sample.stat().st_size < 10_000
+    with Image.open(sample) as img:
+        assert img.format == "PNG"
+    curls = [line for line in readme.splitlines() if line.lstrip().startswith("curl ")]
+    assert curls and all("--fail-with-body" in line for line in curls), curls
+    assert "https://example.com/" not in readme
