@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -272,12 +273,13 @@ def final_error(progress: Progress) -> APIError | None:
 
 def timed_out(request_id: str, timeout: float | None) -> GenerationTimeout:
     """The error of a wait that ran out (its job has been asked to cancel)."""
-    waited = _core_seconds(timeout)
+    waited = MAX_WAIT_S if timeout is None else timeout
     return GenerationTimeout(
-        f"request {request_id} did not finish within {waited}; it was cancelled",
+        f"request {request_id} did not finish within {waited:g} s; it was cancelled",
         request_id=request_id,
     )
 
 
-def _core_seconds(timeout: float | None) -> str:
-    return f"{MAX_WAIT_S if timeout is None else timeout:g} s"
+def new_idempotency_key() -> str:
+    """A fresh ``Idempotency-Key``: one per submit, reused by that submit's retries."""
+    return "kin-sdk-" + uuid.uuid4().hex

@@ -17,7 +17,7 @@ from kinema.client.builders import GenerationRequest, create_voice
 from kinema.client.errors import ConnectionFailed
 from kinema.client.media import MediaInput
 from kinema.client.results import AsyncOutput, AsyncResult
-from kinema.client.sync import SYNC_READ_TIMEOUT_S, ProgressFn, _new_key
+from kinema.client.sync import SYNC_READ_TIMEOUT_S, ProgressFn
 
 __all__ = ["AsyncClient", "AsyncJob"]
 
@@ -69,7 +69,9 @@ class AsyncClient:
             f"/v1/{request.model}",
             "sync",
             json=dict(request.params),
-            headers={"idempotency-key": _new_key()},  # for servers that deduplicate v1
+            headers={
+                "idempotency-key": _core.new_idempotency_key()
+            },  # for servers that deduplicate v1
             timeout=httpx.Timeout(self.config.timeout_s, read=SYNC_READ_TIMEOUT_S),
         )
         return response.content
@@ -92,7 +94,7 @@ class AsyncClient:
             f"/v2/{request.model}",
             "safe",
             json=dict(request.params),
-            headers={"idempotency-key": idempotency_key or _new_key()},
+            headers={"idempotency-key": idempotency_key or _core.new_idempotency_key()},
         )
         body = response.json()
         return AsyncJob(self, body["request_id"], body.get("status_url"), body.get("response_url"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -71,7 +70,9 @@ class Client:
             f"/v1/{request.model}",
             "sync",
             json=dict(request.params),
-            headers={"idempotency-key": _new_key()},  # for servers that deduplicate v1
+            headers={
+                "idempotency-key": _core.new_idempotency_key()
+            },  # for servers that deduplicate v1
             timeout=httpx.Timeout(self.config.timeout_s, read=SYNC_READ_TIMEOUT_S),
         )
         return response.content
@@ -94,7 +95,7 @@ class Client:
             f"/v2/{request.model}",
             "safe",
             json=dict(request.params),
-            headers={"idempotency-key": idempotency_key or _new_key()},
+            headers={"idempotency-key": idempotency_key or _core.new_idempotency_key()},
         )
         body = response.json()
         return Job(self, body["request_id"], body.get("status_url"), body.get("response_url"))
@@ -283,11 +284,7 @@ class Job:
                 return self.result()
             if time.monotonic() >= deadline:
                 # A job that completes just as the wait ends is answered, not thrown away.
-                if (self.cancel()).status == "COMPLETED":
+                if self.cancel().status == "COMPLETED":
                     return self.result()
                 raise _core.timed_out(self.request_id, timeout)
             self.client._sleep(self.client.config.poll_interval_s)
-
-
-def _new_key() -> str:
-    return "kin-sdk-" + uuid.uuid4().hex
