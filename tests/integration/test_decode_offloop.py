@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+import kinema.api.deps as deps
 import kinema.api.service as service
 from kinema.api.service import INLINE_DECODE_PIXELS
 from kinema.media.images import header_pixels
@@ -62,3 +63,25 @@ def test_header_pixels_reads_the_declared_size_only(huge: bytes) -> None:
     Image.new("RGB", (300, 200)).save(buf, format="JPEG")
     assert header_pixels(buf.getvalue()) == 60_000
     assert header_pixels(b"not an image") is None
+
+
+async def test_a_large_body_is_parsed_off_the_loop(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    preparse = deps.preparse
+
+    def recording(chunks: list[bytes]) -> Any:
+        threads.append(threading.get_ident())
+        return preparse(chunks)
+
+    monkeypatch.setattr(deps, "preparse", recording)
+    noise = Image.frombytes("RGB", (800, 600), bytes(range(256)) * 5625)
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG", compress_level=0)
+    body = {"image_url": base64.b64encode(buf.getvalue()).decode(), "prompt": "x"}
+    assert len(body["image_url"]) > deps.PREPARSE_BYTES
+    key = await ctx.key()
+    r = await ctx.client.post("/v2/kling-3-image2image", json=body, headers={"x-api-key": key})
+    assert r.status_code == 200, r.text
+    assert threads and threads[0] != threading.get_ident()

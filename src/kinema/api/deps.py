@@ -3,6 +3,7 @@ body read under its size limit, and the route class of the sync path."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import httpx
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from kinema.api.validation import preparse
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
 from kinema.errors import PayloadTooLarge
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
     from kinema.jobs.dispatcher import Dispatcher
     from kinema.runners.base import Runner
     from kinema.voices.service import VoiceService
+
+
+PREPARSE_BYTES = 1024 * 1024
+"""From this size a body's JSON is parsed on a thread as it is read; below, a parse on the loop
+(tens of microseconds) costs less than the hop."""
 
 
 @dataclass
@@ -78,7 +85,9 @@ class DirectRoute(APIRoute):
 async def read_body(request: Request, limit_mb: float) -> bytes:
     """The request body, read up to ``limit_mb`` (``server.max_body_mb``): a larger declared
     Content-Length is refused before reading, a longer stream as soon as it passes the limit
-    (413), so no more than the limit is ever held."""
+    (413), so no more than the limit is ever held. A body of :data:`PREPARSE_BYTES` or more is
+    joined and its JSON parsed on a thread (a :class:`ParsedBody`): the bodies sent here are
+    JSON, and parsing a large one on the loop stopped every other request (5.1 s for 240 MB)."""
     limit = int(limit_mb * 1024 * 1024)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -90,6 +99,8 @@ async def read_body(request: Request, limit_mb: float) -> bytes:
         if size > limit:
             raise PayloadTooLarge(_too_large(limit_mb))
         chunks.append(chunk)
+    if size >= PREPARSE_BYTES:  # parsed here, off the loop (parse_body then takes the result)
+        return await asyncio.to_thread(preparse, chunks)
     return b"".join(chunks)
 
 
