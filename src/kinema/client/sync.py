@@ -70,9 +70,8 @@ class Client:
             f"/v1/{request.model}",
             "sync",
             json=dict(request.params),
-            headers={
-                "idempotency-key": _core.new_idempotency_key()
-            },  # for servers that deduplicate v1
+            # For servers that deduplicate v1 too; until then v1 retries stay conservative.
+            headers={"idempotency-key": _core.new_idempotency_key()},
             timeout=httpx.Timeout(self.config.timeout_s, read=SYNC_READ_TIMEOUT_S),
         )
         return response.content
