@@ -81,7 +81,7 @@ def worker_config(presets: list[str], models_dir: Path, **kwargs: Any) -> Worker
 async def start_runner(
     presets: list[str], models_dir: Path, *, limits: RunLimits | None = None, **kwargs: Any
 ) -> LocalRunner:
-    runner = LocalRunner(worker_config(presets, models_dir), limits=limits, **kwargs)
+    runner = LocalRunner.single(worker_config(presets, models_dir), limits=limits, **kwargs)
     await runner.start()
     return runner
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -123,6 +123,21 @@ class FetchSettings(BaseModel):
     max_pixels: int = Field(40_000_000, gt=0)
 
 
+class PoolSettings(BaseModel):
+    """One worker pool: workers that each load ``preset`` (and what it needs, e.g. the image
+    engine that composes a video's elements) and run its jobs, one at a time each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str
+    workers: int = Field(1, ge=1)
+    devices: list[int] = []
+    """GPU indices the pool's workers use, ``gpus`` of the preset per worker in order. Empty:
+    each worker is placed on the GPUs with the most memory left, then the fewest workers."""
+    run_timeout_s: float | None = Field(None, gt=0)
+    """Overrides ``jobs.run_timeout_s`` for this pool's jobs."""
+
+
 class EngineSettings(BaseModel):
     preset: Literal["tiny", "static", "production", "custom"] = "tiny"
     """Shorthand: ``tiny`` (tiny random-weight diffusers models, CPU), ``static`` (zero-cost
@@ -141,15 +156,25 @@ class EngineSettings(BaseModel):
     """Modules imported (in the API and worker processes) before presets are looked up; each
     registers its presets with ``kinema.engines.registry.register``, as the built-ins do."""
     workers: int = Field(1, ge=0)
-    """Worker processes; each holds every loaded engine and runs one job at a time. 0: an
-    API-only replica that runs no jobs (other processes sharing the database run them)."""
+    """Worker processes per pool in the short form (one pool per task, see ``pools``); each
+    runs one job at a time. 0: an API-only replica that runs no jobs (other processes sharing
+    the database run them)."""
+    pools: list[PoolSettings] = []
+    """The long form: one pool per task, each with its preset, workers and GPUs. Given, it
+    names the presets (``preset``/``video_preset``/``image_preset`` are then ignored)."""
+    gpu_memory_gib: list[float] | None = None
+    """The GPUs' memory (GiB), one entry per device, for placement. Default: asked of
+    ``nvidia-smi``; none found means the workers run on the CPU."""
     startup_timeout_s: float = Field(600.0, gt=0)
     max_worker_rss_mb: float | None = Field(None, gt=0)
     """A worker process whose resident memory exceeds this many MB is killed (its job FAILED
     and refunded) and restarted. None: no limit."""
 
-    def resolved_presets(self) -> tuple[str, str]:
-        """(video preset, image preset) after applying the ``preset`` shorthand."""
+    def resolved_presets(self) -> tuple[str, ...]:
+        """The presets serving the tasks: the pools' when pools are given, else (video preset,
+        image preset) after applying the ``preset`` shorthand."""
+        if self.pools:
+            return tuple(pool.preset for pool in self.pools)
         if self.preset == "custom":
             return self.video_preset, self.image_preset
         if self.preset == "static":

@@ -72,7 +72,7 @@ CASES = [
 async def _runner(tmp_path: Path, video: str) -> LocalRunner:
     config = worker_config([video, "static-image"], tmp_path / "models", heartbeat_s=0.2)
     config = config.model_copy(update={"plugins": tuple(PLUGINS)})
-    runner = LocalRunner(config, limits=LIMITS)
+    runner = LocalRunner.single(config, limits=LIMITS)
     await runner.start()
     return runner
 

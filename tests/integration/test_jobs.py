@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from kinema.api.endpoints import ENDPOINTS
 from kinema.jobs import dispatcher as dispatcher_module
 from kinema.jobs import handoff as handoff_module
 from kinema.jobs import repository as repo
@@ -36,6 +37,7 @@ from tests.fixtures.specs import image_spec
 pytestmark = pytest.mark.integration
 
 B64 = base64.b64encode(png()).decode()
+IMAGE_SLUG = "kling-3-image2image"
 VIDEO_BODY = {"start_image_url": B64, "prompt": "x", "duration": "3"}
 
 
@@ -230,6 +232,7 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
             static_runner,
             c.svc.storage,
             c.svc.settings.jobs,
+            models={slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()},
         )
         body = {"image_url": B64, "prompt": "x"}
         rid = (
@@ -237,17 +240,17 @@ async def test_a_sync_hand_off_never_overtakes_a_queued_job(
         ).json()["request_id"]
         c.svc.jobs.notifier.work_available.clear()
 
-        assert await dispatcher.offer_slot() is None
+        assert await dispatcher.offer_slot(IMAGE_SLUG) is None
         assert c.svc.jobs.notifier.work_available.is_set()
 
         queued = await c.svc.jobs.get(rid)
         assert queued is not None
         await c.svc.jobs.cancel(queued)
-        handoff = await dispatcher.offer_slot()
+        handoff = await dispatcher.offer_slot(IMAGE_SLUG)
         assert handoff is not None
-        assert await dispatcher.offer_slot() is None  # the only slot is held
+        assert await dispatcher.offer_slot(IMAGE_SLUG) is None  # the only slot is held
         await dispatcher.withdraw(handoff)
-        assert await dispatcher.offer_slot() is not None
+        assert await dispatcher.offer_slot(IMAGE_SLUG) is not None
 
 
 async def test_a_cancel_that_arrives_while_the_job_finishes_wins_and_refunds(

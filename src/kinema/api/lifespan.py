@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from kinema.api.deps import Services
+from kinema.api.endpoints import ENDPOINTS
 from kinema.api.service import GenerationService, configured_presets, fetch_policy
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
@@ -53,7 +54,8 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         stack.push_async_callback(limiter.close)
         dispatcher = None
         if runner is not None:
-            dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs)
+            models = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
+            dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs, models=models)
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
         voices = VoiceService(db, storage)

@@ -219,7 +219,7 @@ class GenerationService:
             return None
         if self._funds.get(new.key_id, new.price_micros) < new.price_micros:
             return None
-        return await self._handoff.offer_slot()
+        return await self._handoff.offer_slot(new.model)
 
     async def admit(
         self, slug: str, *, content_type: str | None, api_key: str | None, count: bool = True

@@ -17,9 +17,20 @@ from __future__ import annotations
 import dataclasses
 
 from kinema.engines.base import Capabilities, Task
-from kinema.engines.registry import Preset, register
+from kinema.engines.registry import Preset, Resources, register
 
 _LOCAL = "random weights built locally"
+_TINY = Resources(gpus=1, memory_gib=1.0, offload_memory_gib=1.0)
+_CPU = Resources(gpus=0)
+_COMPOSER = (Task.IMAGE_TO_IMAGE,)
+"""Video presets without reference inputs compose elements into the first frame with the
+image engine, so their workers load it too."""
+
+# GPU memory estimates (GiB) of the production presets, weights in bf16 plus working memory at
+# the largest contract size; to be replaced by measurements on a GPU. LTX-2.5: ~66 GiB of
+# weights (22B transformer, Gemma-family 12B text encoder, VAEs, upsampler); with model CPU
+# offload the peak is the largest component (transformer) plus activations.
+LTX25_RESOURCES = Resources(gpus=1, memory_gib=72.0, offload_memory_gib=48.0)
 _TEST_TAGS = frozenset({"test"})
 
 MAX_VIDEO_FRAMES = 361
@@ -50,6 +61,8 @@ TINY_LTX2 = register(
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
         tags=_TEST_TAGS | {"tiny"},
+        resources=_TINY,
+        needs=_COMPOSER,
     )
 )
 
@@ -67,6 +80,8 @@ TINY_LTX2_QUALITY = register(
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
         tags=_TEST_TAGS | {"tiny"},
+        resources=_TINY,
+        needs=_COMPOSER,
     )
 )
 
@@ -84,6 +99,8 @@ TINY_LTX2_TWO_STAGE = register(
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
         tags=_TEST_TAGS | {"tiny"},
+        resources=_TINY,
+        needs=_COMPOSER,
     )
 )
 
@@ -104,6 +121,7 @@ TINY_FLUX2_KLEIN = register(
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
         tags=_TEST_TAGS | {"tiny"},
+        resources=_TINY,
     )
 )
 
@@ -130,6 +148,7 @@ TINY_QWEN_IMAGE_EDIT = register(
         license="Apache-2.0 (diffusers code; the weights are random)",
         weights=_LOCAL,
         tags=_TEST_TAGS | {"tiny"},
+        resources=_TINY,
     )
 )
 
@@ -153,6 +172,8 @@ STATIC_VIDEO = register(
         license="Apache-2.0",
         weights="none",
         tags=_TEST_TAGS | {"static"},
+        resources=_CPU,
+        needs=_COMPOSER,
     )
 )
 
@@ -170,6 +191,7 @@ STATIC_IMAGE = register(
         license="Apache-2.0",
         weights="none",
         tags=_TEST_TAGS | {"static"},
+        resources=_CPU,
     )
 )
 
@@ -189,6 +211,8 @@ LTX25_DISTILLED = register(
         ),
         license="LTX-2 Community License (check the model card for your use)",
         weights="Lightricks/LTX-2.5-Diffusers",
+        resources=LTX25_RESOURCES,
+        needs=_COMPOSER,
     )
 )
 
@@ -202,6 +226,8 @@ LTX25_QUALITY = register(
         description="LTX-2.5 full transformer: cfg_scale and negative_prompt honoured.",
         license="LTX-2 Community License (check the model card for your use)",
         weights="Lightricks/LTX-2.5-Diffusers",
+        resources=LTX25_RESOURCES,
+        needs=_COMPOSER,
     )
 )
 
@@ -218,6 +244,7 @@ FLUX2_KLEIN_4B = register(
         description="FLUX.2 [klein] 4B image editing with reference images; 4 steps.",
         license="Apache-2.0",
         weights="black-forest-labs/FLUX.2-klein-4B",
+        resources=Resources(gpus=1, memory_gib=16.0, offload_memory_gib=9.0),
     )
 )
 
@@ -232,5 +259,6 @@ QWEN_IMAGE_EDIT = register(
         ),
         license="Apache-2.0",
         weights="Qwen/Qwen-Image-Edit-2511",
+        resources=Resources(gpus=1, memory_gib=58.0, offload_memory_gib=42.0),
     )
 )

@@ -35,6 +35,25 @@ class LoadOptions:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one worker of a preset needs, as data, for placement."""
+
+    gpus: int = 1
+    """GPUs per worker (0: CPU only, GPUs hidden from it). Several: the model is sharded."""
+    memory_gib: float = 0.0
+    """Estimated peak GPU memory of the preset loaded and running at its largest working size,
+    weights included (spread evenly over its GPUs)."""
+    offload_memory_gib: float | None = None
+    """The same with ``engines.cpu_offload`` (weights in host memory, moved per component).
+    None: as ``memory_gib``."""
+
+    def peak_gib(self, *, cpu_offload: bool) -> float:
+        if cpu_offload and self.offload_memory_gib is not None:
+            return self.offload_memory_gib
+        return self.memory_gib
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     capabilities: Capabilities
@@ -45,6 +64,10 @@ class Preset:
     weights: str = ""
     """Where the weights come from (hub id), for docs and the missing-weights message."""
     tags: frozenset[str] = field(default_factory=frozenset)
+    resources: Resources = Resources()
+    needs: tuple[Task, ...] = ()
+    """Other tasks whose configured engine the preset's workers load as well (a video engine
+    that composes elements into its first frame needs the image engine)."""
 
     @property
     def task(self) -> Task:

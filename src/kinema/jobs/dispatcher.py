@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from kinema.jobs import repository as repo
 from kinema.jobs.handoff import Handoff
 from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
+from kinema.jobs.slots import Queue, Slots
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
 from kinema.storage.base import Storage
@@ -45,7 +47,10 @@ class Dispatcher:
         runner: Runner,
         storage: Storage,
         settings: JobSettings,
+        *,
+        models: Mapping[str, str],
     ) -> None:
+        """``models``: model slug → engine task (which pool runs its jobs)."""
         self._db = db
         self._jobs = jobs
         self._runner = runner
@@ -53,17 +58,15 @@ class Dispatcher:
         self._settings = settings
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._running: set[str] = set()
-        """Jobs holding a runner slot: from launch until the runner returns (their settling
-        goes on in ``_active`` without holding the slot)."""
+        self._slots = Slots(runner.pools, models)
+        """One queue per pool; a job holds its pool's slot from launch until the runner
+        returns (its settling goes on in ``_active`` without holding the slot)."""
         self._loop: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._held: dict[str, _Held] = {}
         """Jobs whose lease this dispatcher renews: from launch until settled."""
         self._abandoned_checked = 0.0
         self._stopping = False
-        self._reserved = 0
-        self._drained = False
         self._dispatch_waiters: list[asyncio.Future[None]] = []
         """Settles waiting for the next job to be sent to a worker (:meth:`_next_dispatch`)."""
         self._interrupted: set[str] = set()
@@ -72,7 +75,7 @@ class Dispatcher:
     @property
     def idle(self) -> bool:
         """No job is held, running or being settled here."""
-        return not self._active and not self._reserved
+        return not self._active and not self._slots.reserved
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
@@ -92,7 +95,7 @@ class Dispatcher:
         running = list(self._active.values())
         if running:
             await asyncio.wait(running, timeout=self._settings.shutdown_grace_s)
-        interrupted = [held for job_id, held in self._held.items() if job_id in self._running]
+        interrupted = [held for job_id, held in self._held.items() if self._slots.running(job_id)]
         # The workers stop those runs at their next step; each run's task then ends by itself,
         # once its worker has let go of the job's scratch directory.
         self._interrupted = {held.job_id for held in interrupted}
@@ -123,14 +126,20 @@ class Dispatcher:
                 await asyncio.wait_for(wake.wait(), self._settings.poll_interval_s)
 
     async def tick(self) -> int:
-        """Fail abandoned jobs (at most once per poll interval: it is a scan), then claim as
-        many jobs as there are free slots."""
+        """Fail abandoned jobs (at most once per poll interval: it is a scan), then claim for
+        each pool as many of its jobs as it has free slots."""
         if time.monotonic() - self._abandoned_checked >= self._settings.poll_interval_s:
             self._abandoned_checked = time.monotonic()
             await self._fail_abandoned()
-        free = self._free_slots()
-        if free <= 0:
-            self._drained = False  # unknown: look again as soon as a slot frees
+        taken = 0
+        for queue in self._slots.queues:
+            taken += await self._claim(queue)
+        return taken
+
+    async def _claim(self, queue: Queue) -> int:
+        free = queue.free
+        if free <= 0 or not queue.models:
+            queue.drained = False  # unknown: look again as soon as a slot frees
             return 0
         now = time.time()
         claimed = await self._db.write(
@@ -141,11 +150,12 @@ class Dispatcher:
                 now=now,
                 lease_s=self._settings.lease_s,
                 max_attempts=self._settings.max_attempts,
+                models=queue.models,
             )
         )
-        self._drained = len(claimed) < free
+        queue.drained = len(claimed) < free
         for job in claimed:
-            self._launch(job)
+            self._launch(job, queue)
         return len(claimed)
 
     # Direct hand-off: a sync job goes straight to a free local slot, claimed in the same
@@ -155,35 +165,39 @@ class Dispatcher:
     # with it and reach the storage only if the job has to leave this process (its worker was
     # lost and it goes back to the queue); larger ones are stored at once.
 
-    async def offer_slot(self) -> Handoff | None:
-        """A slot for a job about to be inserted, when one is free and no job waits in the
-        queue (so nothing older is overtaken); None otherwise. Pair with start_early() or
-        withdraw()."""
-        if self._stopping or self._free_slots() <= 0:
+    async def offer_slot(self, model: str) -> Handoff | None:
+        """A slot for a job of ``model`` about to be inserted, when its pool has one free and
+        none of the pool's jobs waits in the queue (so nothing older is overtaken); None
+        otherwise. Pair with start_early() or withdraw()."""
+        queue = self._slots.for_model(model)
+        if queue is None or self._stopping or queue.free <= 0:
             return None
-        if not self._drained:
+        if not queue.drained:
             now, attempts = time.time(), self._settings.max_attempts
             waiting = await self._db.read(
-                lambda conn: repo.has_runnable(conn, now=now, max_attempts=attempts)
+                lambda conn: repo.has_runnable(
+                    conn, now=now, max_attempts=attempts, models=queue.models
+                )
             )
             if waiting:
                 self._jobs.notifier.work_available.set()  # a slot is free: claim them
                 return None
-            self._drained = True
-            if self._stopping or self._free_slots() <= 0:  # changed while reading
+            queue.drained = True
+            if self._stopping or queue.free <= 0:  # changed while reading
                 return None
-        self._reserved += 1
+        queue.reserved += 1
         lease = Lease(owner=self.owner, expires_at=time.time() + self._settings.lease_s)
-        return Handoff(lease, self._storage, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        return Handoff(lease, self._storage, loop.create_future(), queue=queue)
 
     def start_early(self, new: NewJob, handoff: Handoff) -> None:
         """Send a sync job to the slot held by ``handoff`` before it is inserted (under
         ``handoff.lease``), its inputs with the hand-off, so that the request's remaining checks
         and its insert overlap with the generation. admit() or withdraw() must follow: the run's
         output is stored and settled only once the job is admitted."""
-        self._reserved -= 1
+        handoff.queue.reserved -= 1
         handoff.job_id = new.id
-        self._launch(new, handoff)
+        self._launch(new, handoff.queue, handoff)
 
     def admit(self, handoff: Handoff, job: Job) -> None:
         """The started job is inserted (claimed by this dispatcher): its run may settle."""
@@ -194,16 +208,13 @@ class Dispatcher:
         started run is stopped; its slot frees when the worker has let it go, and nothing of it
         is stored or settled (no row, no charge exists for it)."""
         if handoff.job_id is None:
-            self._reserved -= 1
+            handoff.queue.reserved -= 1
             return
         handoff.admitted.set_result(None)
         await self._runner.cancel(handoff.job_id)
 
-    def _free_slots(self) -> int:
-        return self._runner.capacity - len(self._running) - self._reserved
-
-    def _launch(self, job: Job | NewJob, handoff: Handoff | None = None) -> None:
-        self._running.add(job.id)
+    def _launch(self, job: Job | NewJob, queue: Queue, handoff: Handoff | None = None) -> None:
+        queue.running.add(job.id)
         self._active[job.id] = asyncio.create_task(
             self._execute(job, handoff), name=f"job-{job.id}"
         )
@@ -214,9 +225,10 @@ class Dispatcher:
         job is still being stored and settled. A freed slot is worth a claim only if the last
         one left jobs behind; local submits wake the loop themselves and other replicas' jobs
         are found by the poll."""
-        if job_id in self._running:
-            self._running.discard(job_id)
-            if not self._drained:
+        queue = self._slots.holding(job_id)
+        if queue is not None:
+            queue.running.discard(job_id)
+            if not queue.drained:
                 self._jobs.notifier.work_available.set()
 
     def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
@@ -423,7 +435,7 @@ class Dispatcher:
         held = [
             entry
             for entry in self._held.values()
-            if entry.job_id not in self._running or now - entry.seen < self._settings.lease_s
+            if not self._slots.running(entry.job_id) or now - entry.seen < self._settings.lease_s
         ]
         if not held:
             return

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from kinema.jobs.models import Job, Lease
+from kinema.jobs.slots import Queue
 from kinema.storage.base import Storage
 
 HANDOFF_INLINE_BYTES = 256 * 1024
@@ -26,6 +27,8 @@ class Handoff:
     lease: Lease
     storage: Storage
     admitted: asyncio.Future[Job | None]
+    queue: Queue
+    """The pool queue whose slot it holds."""
     data: dict[str, bytes] = field(default_factory=dict)
     """Inputs kept in memory, by storage key."""
     stored: bool = False

@@ -127,13 +127,28 @@ _RUNNABLE = (
     .order_by(jobs.c.created_at)
     .limit(bindparam("b_limit"))
 )
-_CANDIDATES = Prepared(_RUNNABLE)
 
 
-def has_runnable(conn: Connection, *, now: float, max_attempts: int) -> bool:
-    """Whether :func:`claim` would find a job now."""
+@functools.cache
+def _claims(models: tuple[str, ...] | None) -> tuple[Prepared, Prepared, Prepared]:
+    """(candidates, claim, claim with SKIP LOCKED) for the jobs of ``models`` (None: all), built
+    once per model set (a pool's)."""
+    runnable = _RUNNABLE
+    if models is not None:
+        runnable = runnable.where(or_(*(jobs.c.model == model for model in models)))
+    return (
+        Prepared(runnable),
+        Prepared(_claim_statement(runnable)),
+        Prepared(_claim_statement(runnable.with_for_update(skip_locked=True))),
+    )
+
+
+def has_runnable(
+    conn: Connection, *, now: float, max_attempts: int, models: tuple[str, ...] | None = None
+) -> bool:
+    """Whether :func:`claim` would find a job (of ``models``) now."""
     params = {"b_now": now, "b_max_attempts": max_attempts, "b_limit": 1}
-    return _CANDIDATES.first(conn, params) is not None
+    return _claims(models)[0].first(conn, params) is not None
 
 
 def _claim_statement(candidates: Any) -> Any:
@@ -152,16 +167,21 @@ def _claim_statement(candidates: Any) -> Any:
     )
 
 
-_CLAIM = Prepared(_claim_statement(_RUNNABLE))
-_CLAIM_SKIP_LOCKED = Prepared(_claim_statement(_RUNNABLE.with_for_update(skip_locked=True)))
-
-
 def claim(
-    conn: Connection, *, owner: str, limit: int, now: float, lease_s: float, max_attempts: int
+    conn: Connection,
+    *,
+    owner: str,
+    limit: int,
+    now: float,
+    lease_s: float,
+    max_attempts: int,
+    models: tuple[str, ...] | None = None,
 ) -> list[Job]:
     """Take up to ``limit`` runnable jobs (queued, or processing with an expired lease and
-    attempts left), oldest first, leasing them to ``owner``: one UPDATE … RETURNING."""
-    stmt = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    attempts left) of ``models`` (None: any), oldest first, leasing them to ``owner``: one
+    UPDATE … RETURNING."""
+    _, plain, skip_locked = _claims(models)
+    stmt = skip_locked if conn.dialect.name == "postgresql" else plain
     params = {
         "b_now": now,
         "b_max_attempts": max_attempts,

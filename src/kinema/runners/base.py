@@ -10,12 +10,13 @@ RunnerError
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from kinema.runners.protocol import RunResult, RunTask
 
 __all__ = [
+    "Pool",
     "ProgressCallback",
     "RunCancelled",
     "RunFailed",
@@ -49,10 +50,24 @@ ProgressCallback = Callable[[float], None]
 """Called with the run's progress (0..1)."""
 
 
-class Runner(Protocol):
+class Pool(Protocol):
+    """Workers that run the jobs of some tasks; a job of one pool never waits for another."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """The engine tasks (``image-to-video``) whose jobs it runs."""
+
     @property
     def capacity(self) -> int:
-        """How many jobs may run at once now (workers that are up)."""
+        """How many of its jobs may run at once now."""
+
+
+class Runner(Protocol):
+    @property
+    def pools(self) -> Sequence[Pool]: ...
 
     async def start(self) -> None:
         """Bring workers up and load engines; raise with a clear message if they cannot."""

@@ -20,11 +20,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from kinema.engines.base import Task
 from kinema.runners.base import (
     ProgressCallback,
     RunCancelled,
@@ -119,7 +120,7 @@ class WorkerProcess:
         self._env = dict(env or {})
         self.name = name
         self.restarts = 0
-        self._starts = 0
+        """Times it was lost or killed and brought back."""
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._runs: dict[str, _Run] = {}
@@ -136,9 +137,6 @@ class WorkerProcess:
 
     async def start(self) -> None:
         self._closed_stream = False
-        if self._starts:
-            self.restarts += 1
-        self._starts += 1
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -346,31 +344,19 @@ class WorkerProcess:
                 await self._reader
 
 
-class LocalRunner:
-    """A pool of worker processes; capacity = workers that are up or can be restarted."""
+class LocalPool:
+    """Workers that serve the same tasks; a job takes whichever is idle."""
 
-    def __init__(
-        self,
-        config: WorkerConfig,
-        *,
-        workers: int = 1,
-        limits: RunLimits | None = None,
-        startup_timeout_s: float = 600.0,
-    ) -> None:
-        self._workers = [
-            WorkerProcess(
-                config,
-                limits=limits,
-                startup_timeout_s=startup_timeout_s,
-                name=f"worker {n}",
-            )
-            for n in range(workers)
-        ]
+    def __init__(self, name: str, tasks: frozenset[str], workers: list[WorkerProcess]) -> None:
+        self.name = name
+        self.tasks = tasks
+        self._workers = workers
         self._idle: asyncio.Queue[WorkerProcess] = asyncio.Queue()
         self._restarting: set[asyncio.Task[None]] = set()
 
     @property
     def capacity(self) -> int:
+        """Jobs it can run at once: its workers (one being restarted is back before long)."""
         return len(self._workers)
 
     @property
@@ -383,10 +369,7 @@ class LocalRunner:
             self._idle.put_nowait(worker)
 
     async def run(
-        self,
-        task: RunTask,
-        on_progress: ProgressCallback,
-        on_alive: Callable[[], None] = lambda: None,
+        self, task: RunTask, on_progress: ProgressCallback, on_alive: Callable[[], None]
     ) -> RunResult:
         worker = await self._idle.get()
         try:
@@ -398,6 +381,7 @@ class LocalRunner:
             if worker.alive:
                 self._idle.put_nowait(worker)
             else:  # lost or killed: restarted now, not on the next job's path
+                worker.restarts += 1
                 self._restarting.add(asyncio.create_task(self._restart(worker)))
 
     async def _restart(self, worker: WorkerProcess) -> None:
@@ -422,3 +406,72 @@ class LocalRunner:
             task.cancel()
         await asyncio.gather(*self._restarting, return_exceptions=True)
         await asyncio.gather(*(w.close() for w in self._workers))
+
+
+ALL_TASKS = frozenset(task.value for task in Task)
+
+
+class LocalRunner:
+    """Worker pools on this machine, one per task (or one for every task)."""
+
+    def __init__(self, pools: Sequence[LocalPool]) -> None:
+        self._pools = list(pools)
+        self._by_task = {task: pool for pool in reversed(self._pools) for task in pool.tasks}
+
+    @classmethod
+    def single(
+        cls,
+        config: WorkerConfig,
+        *,
+        workers: int = 1,
+        limits: RunLimits | None = None,
+        startup_timeout_s: float = 600.0,
+    ) -> LocalRunner:
+        """One pool of ``workers`` that each load every preset of ``config`` and run any job."""
+        procs = [
+            WorkerProcess(
+                config, limits=limits, startup_timeout_s=startup_timeout_s, name=f"worker {n}"
+            )
+            for n in range(workers)
+        ]
+        return cls([LocalPool("all", ALL_TASKS, procs)])
+
+    @property
+    def pools(self) -> list[LocalPool]:
+        return list(self._pools)
+
+    @property
+    def capacity(self) -> int:
+        return sum(pool.capacity for pool in self._pools)
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        return [worker for pool in self._pools for worker in pool.workers]
+
+    async def start(self) -> None:
+        started: list[LocalPool] = []
+        try:
+            for pool in self._pools:
+                await pool.start()
+                started.append(pool)
+        except BaseException:
+            await asyncio.gather(*(pool.close() for pool in started), return_exceptions=True)
+            raise
+
+    async def run(
+        self,
+        task: RunTask,
+        on_progress: ProgressCallback,
+        on_alive: Callable[[], None] = lambda: None,
+    ) -> RunResult:
+        pool = self._by_task.get(task.spec.task)
+        if pool is None:
+            raise RunFailed(f"no worker pool here serves {task.spec.task}")
+        return await pool.run(task, on_progress, on_alive)
+
+    async def cancel(self, job_id: str) -> None:
+        for pool in self._pools:
+            await pool.cancel(job_id)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self._pools))

@@ -1,0 +1,73 @@
+"""Worker pools: one per task, separate queues (an image edit with its own worker never waits
+for a long video), each worker pinned to its GPUs (here a fake two-GPU inventory: the workers
+report the CUDA_VISIBLE_DEVICES they were given)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+import tests.fixtures.engines  # noqa: F401 - registers the fixture presets in this process
+from kinema.runners.factory import open_runner
+from kinema.runners.local import LocalRunner
+from tests.conftest import PLUGINS, app_context, make_settings, png, wait_status
+
+pytestmark = pytest.mark.integration
+
+B64 = base64.b64encode(png()).decode()
+
+
+async def test_an_image_edit_finishes_while_a_long_video_runs(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        engines={
+            "plugins": PLUGINS,
+            "pools": [{"preset": "test-slow-video"}, {"preset": "test-placed-image"}],
+            "gpu_memory_gib": [80, 80],
+        },
+    )
+    runner = open_runner(settings)
+    assert isinstance(runner, LocalRunner)
+    assert [(pool.name, pool.capacity) for pool in runner.pools] == [
+        ("image-to-video", 1),
+        ("image-to-image", 1),
+    ]
+    await runner.start()
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=10)
+            h = {"x-api-key": key}
+            video = {"start_image_url": B64, "prompt": "steps=600", "duration": "15"}
+            r = await c.client.post("/v2/kling-3-standard-image2video", json=video, headers=h)
+            rid = r.json()["request_id"]
+            await wait_status(c.client, key, rid, "PROCESSING")
+            image = {"image_url": B64, "prompt": "x"}
+            for _ in range(3):  # sync and async, each through the image pool's own queue
+                r = await c.client.post("/v1/kling-3-image2image", json=image, headers=h)
+                assert r.status_code == 200, r.text
+                assert json.loads(r.headers["x-output-metadata"])["gpus"] == "1"
+                r = await c.client.post("/v2/kling-3-image2image", json=image, headers=h)
+                await wait_status(c.client, key, r.json()["request_id"], "COMPLETED")
+            status = (await c.client.get(f"/v2/requests/{rid}/status", headers=h)).json()
+            assert status["status"] == "PROCESSING"  # the video still runs
+            await c.client.post(f"/v2/requests/{rid}/cancel", headers=h)
+            r = await wait_status(c.client, key, rid, "FAILED")
+            assert "cancelled" in r.json()["error"]
+    finally:
+        await runner.close()
+
+
+async def test_the_short_form_makes_one_pool_per_task(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, engines={"workers": 2})
+    runner = open_runner(settings, devices=[])
+    assert isinstance(runner, LocalRunner)
+    assert [(pool.name, pool.capacity) for pool in runner.pools] == [
+        ("image-to-video", 2),
+        ("image-to-image", 2),
+    ]
+    assert open_runner(make_settings(tmp_path, engines={"workers": 0})) is None
+    await asyncio.sleep(0)
