@@ -15,7 +15,6 @@ from kinema.api.schemas import (
     IMAGE_SIZES,
     VIDEO_FPS,
     VIDEO_SIZES,
-    AsyncSubmitResponse,
     CreateVoiceRequest,
     CreditsResponse,
     Element,
@@ -24,14 +23,13 @@ from kinema.api.schemas import (
     ImageResolution,
     ImageToImageRequest,
     ImageToVideoRequest,
-    ResultResponse,
     Shot,
-    StatusResponse,
     VideoAspectRatio,
     VoiceResponse,
 )
 from kinema.api.validation import format_location, format_validation_error, parse_body
 from kinema.errors import InvalidRequest
+from kinema.jobs.schemas import AsyncSubmitResponse, ResultResponse, StatusResponse
 
 pytestmark = pytest.mark.unit
 

@@ -22,10 +22,11 @@ from kinema.api.deps import (
     services_of,
 )
 from kinema.api.headers import generation_headers
-from kinema.api.schemas import AsyncSubmitResponse, ErrorResponse
+from kinema.api.schemas import ErrorResponse
 from kinema.api.service import Submission
 from kinema.errors import BackendUnavailable, GenerationTimeout, KinemaError
 from kinema.jobs.models import Status
+from kinema.jobs.schemas import AsyncSubmitResponse
 from kinema.jobs.service import SHUT_DOWN, WORKER_LOST
 
 router = APIRouter()

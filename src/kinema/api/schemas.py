@@ -60,10 +60,8 @@ __all__ = [
     "MAX_SHOT_PROMPT_CHARS",
     "MAX_VOICES",
     "MAX_VOICE_NAME_CHARS",
-    "REQUEST_STATUSES",
     "VIDEO_FPS",
     "VIDEO_SIZES",
-    "AsyncSubmitResponse",
     "CreateVoiceRequest",
     "CreditsResponse",
     "Element",
@@ -73,11 +71,9 @@ __all__ = [
     "ImageResolution",
     "ImageToImageRequest",
     "ImageToVideoRequest",
-    "ResultResponse",
     "Shot",
     "ShotDuration",
     "ShotType",
-    "StatusResponse",
     "VideoAspectRatio",
     "VideoDuration",
     "VoiceResponse",
@@ -108,10 +104,6 @@ MAX_VOICE_NAME_CHARS: Final = 20
 MAX_SEED: Final = 2**32 - 1
 """Seeds are 0 .. 2**32-1 so every engine's generator (numpy included) can take them."""
 DEFAULT_NEGATIVE_PROMPT: Final = "blur, distort, and low quality"
-
-REQUEST_STATUSES: Final = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED")
-"""The hosted async statuses. Response models type ``status`` as ``str`` so an extension status
-never turns a status answer into a 500."""
 
 VIDEO_FPS: Final = 24
 VIDEO_SIZES: Final[dict[VideoAspectRatio, tuple[int, int]]] = {
@@ -514,50 +506,8 @@ def _check_refs(
 
 
 # --------------------------------------------------------------------------------------------
-# Response models (async path and helpers), for the OpenAPI document
+# Response models (helpers), for the OpenAPI document; the async path's are in jobs/schemas.py
 # --------------------------------------------------------------------------------------------
-
-_STATUS_HELP = "One of " + ", ".join(REQUEST_STATUSES) + "."
-
-
-class AsyncSubmitResponse(BaseModel):
-    """Answer to ``POST /v2/{slug}``: the request is queued."""
-
-    request_id: str
-    status: str = Field(default="QUEUED", description=_STATUS_HELP)
-    poll_url: str
-    status_url: str
-    response_url: str
-
-
-class StatusResponse(BaseModel):
-    """Answer to ``GET /v2/requests/{id}/status``; render with ``exclude_none``.
-
-    ``progress`` and ``queue_position`` are extensions; ``error`` is set when FAILED.
-    """
-
-    request_id: str
-    status: str = Field(description=_STATUS_HELP)
-    status_url: str
-    response_url: str
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    progress: float | None = Field(default=None, ge=0, le=1)
-    queue_position: int | None = Field(default=None, ge=0)
-    error: str | None = None
-
-
-class ResultResponse(BaseModel):
-    """Answer to ``GET /v2/requests/{id}``; ``output`` is the media URL once COMPLETED.
-
-    A FAILED request answers 422 with ``error`` set; render with ``exclude_none``.
-    """
-
-    request_id: str
-    status: str = Field(description=_STATUS_HELP)
-    output: str | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    error: str | None = None
-
 
 class CreditsResponse(BaseModel):
     """Answer to ``GET /v1/get-user-credits``."""

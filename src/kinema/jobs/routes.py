@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from kinema.api.deps import Services, api_key, base_url, services
-from kinema.api.schemas import ErrorResponse, ResultResponse, StatusResponse
+from kinema.api.schemas import ErrorResponse
 from kinema.billing.keys import from_micros
 from kinema.billing.service import KeyService
 from kinema.errors import GenerationFailed
 from kinema.jobs.models import Job, Status
+from kinema.jobs.schemas import ResultResponse, StatusResponse
 from kinema.settings import Settings
 from kinema.storage.base import Storage
 

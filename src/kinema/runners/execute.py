@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from pydantic import JsonValue
+from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from kinema.engines.base import (
     Element,
@@ -101,6 +100,20 @@ def execute(
     )
 
 
+Facts = dict[str, JsonValue]
+_FACTS: TypeAdapter[Facts] = TypeAdapter(Facts)
+
+
+def _facts(info: Mapping[str, object]) -> Facts:
+    """An engine's facts for ``x-output-metadata``, which must be JSON (tuples become lists)."""
+    try:
+        return _FACTS.validate_python(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in info.items()}
+        )
+    except ValidationError as exc:
+        raise ExecutionError(f"the engine reported facts that are not JSON: {exc}") from exc
+
+
 def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
     return lambda value: progress((index + value) / count)
 
@@ -120,7 +133,7 @@ def _video(
     prefix: str,
     progress: ProgressFn,
     composer: ImageToImageEngine | None = None,
-) -> tuple[str, str, dict[str, JsonValue]]:
+) -> tuple[str, str, Facts]:
     """One generation per shot (hard cuts), each conformed to the contract size and its exact
     frame count, then joined; audio joined with short fades at the cuts. Elements, for a video
     engine that takes no reference images, are first composed into the start frame by the
@@ -136,7 +149,7 @@ def _video(
     shots = [(video_prompt(s.prompt) if elements else s.prompt, s.duration_s) for s in spec.shots]
     frame_parts: list[npt.NDArray[np.uint8]] = []
     audio_parts: list[npt.NDArray[np.float32] | None] = []
-    shot_info: list[dict[str, Any]] = []
+    shot_info: list[Facts] = []
     rate = 0
     for index, (prompt, seconds) in enumerate(shots):
         last = index == len(shots) - 1
@@ -165,7 +178,7 @@ def _video(
         )
         frame_parts.append(frames)
         audio_parts.append(audio)
-        shot_info.append(dict(result.info))
+        shot_info.append(_facts(result.info))
     has_audio = audio_on and all(part is not None for part in audio_parts)
     all_audio = join_audio(audio_parts, rate) if has_audio else None
     all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
@@ -177,7 +190,7 @@ def _video(
         blobs.put_file(key, path)
     finally:
         path.unlink(missing_ok=True)
-    meta: dict[str, Any] = {
+    meta: Facts = {
         "width": spec.width,
         "height": spec.height,
         "fps": fps,
@@ -197,9 +210,7 @@ def _video(
     return key, "video/mp4", meta
 
 
-def _shot_meta(
-    shot_info: list[dict[str, Any]], shot_frames: list[int], meta: dict[str, Any]
-) -> dict[str, Any]:
+def _shot_meta(shot_info: list[Facts], shot_frames: list[int], meta: Facts) -> Facts:
     """The engine's facts for ``x-output-metadata``: one shot's as they are; for several, the
     facts every shot shares, each shot's own under ``shot_info``, and the end keyframe counted
     in the whole video's frames."""
@@ -207,8 +218,8 @@ def _shot_meta(
         return {k: v for k, v in shot_info[0].items() if k not in meta}
     first, *rest = shot_info
     shared = {k: v for k, v in first.items() if all(info.get(k) == v for info in rest)}
-    facts: dict[str, Any] = {k: v for k, v in shared.items() if k not in meta}
-    facts["shot_info"] = shot_info
+    facts: Facts = {k: v for k, v in shared.items() if k not in meta}
+    facts["shot_info"] = list[JsonValue](shot_info)
     end_frame = shot_info[-1].get("end_image_frame")
     if isinstance(end_frame, int):
         facts["end_image_frame"] = sum(shot_frames[:-1]) + end_frame
@@ -241,7 +252,7 @@ def _image(
     blobs: Blobs,
     prefix: str,
     progress: ProgressFn,
-) -> tuple[str, str, dict[str, JsonValue]]:
+) -> tuple[str, str, Facts]:
     elements = inputs.elements(spec.elements)
     job = ImageJob(
         prompt=reference_prompt(spec.prompt, [len(e.references) for e in elements]),
@@ -256,6 +267,6 @@ def _image(
     fmt = spec.output_format
     key = f"{prefix}/output.{fmt}"
     blobs.put_bytes(key, encode_image(image, fmt))
-    meta: dict[str, Any] = {"width": job.width, "height": job.height, "format": fmt}
-    meta.update({k: v for k, v in result.info.items() if k not in meta})
+    meta: Facts = {"width": job.width, "height": job.height, "format": fmt}
+    meta.update({k: v for k, v in _facts(result.info).items() if k not in meta})
     return key, IMAGE_MIME[fmt], meta
