@@ -37,8 +37,7 @@ from kinema.errors import (
     NotFound,
     RateLimited,
 )
-from kinema.jobs.dispatcher import Dispatcher
-from kinema.jobs.handoff import Handoff
+from kinema.jobs.handoff import Handoff, Handoffs
 from kinema.jobs.models import Job, NewJob, Webhook
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, check_target, is_url, load_media
@@ -76,7 +75,7 @@ class GenerationService:
         http: httpx.AsyncClient,
         policy: FetchPolicy,
         presets: dict[Task, Preset],
-        handoff: Dispatcher | None = None,
+        handoff: Handoffs | None = None,
         voices: VoiceService | None = None,
     ) -> None:
         self._presets = presets

@@ -12,14 +12,12 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import Connection
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
 from kinema.jobs.handoff import Handoff
+from kinema.jobs.leases import Held, Leases
 from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
 from kinema.jobs.slots import Queue, Slots
@@ -62,8 +60,10 @@ class Dispatcher:
         """One queue per pool; a job holds its pool's slot from launch until the runner
         returns (its settling goes on in ``_active`` without holding the slot)."""
         self._loop: asyncio.Task[None] | None = None
-        self._renewer: asyncio.Task[None] | None = None
-        self._held: dict[str, _Held] = {}
+        self._leases = Leases(
+            db, self.owner, settings.lease_s, running=self._slots.running, cancel=runner.cancel
+        )
+        self._held = self._leases.held
         """Jobs whose lease this dispatcher renews: from launch until settled."""
         self._abandoned_checked = 0.0
         self._stopping = False
@@ -79,7 +79,7 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run_forever(), name="kinema-dispatcher")
-        self._renewer = asyncio.create_task(self._renew_forever(), name="kinema-lease-renewal")
+        self._leases.start()
 
     async def stop(self) -> None:
         """Stop claiming, give running jobs ``jobs.shutdown_grace_s`` to finish, then stop the
@@ -108,9 +108,7 @@ class Dispatcher:
             task.cancel()  # its worker did not answer in time: stop waiting for it
         await asyncio.gather(*running, return_exceptions=True)
         await self._hand_back(interrupted)
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        await self._leases.stop()
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available
@@ -251,27 +249,26 @@ class Dispatcher:
         """Run and settle ``job`` (a :class:`NewJob` when it was started before its insert);
         ``handoff`` holds its inputs when it was handed off."""
         # Its lease is renewed from its insert until it is settled.
-        held = _Held(job.id, handed_off=handoff is not None)
+        held = Held(job.id, handed_off=handoff is not None)
         if handoff is None:
-            self._held[job.id] = held
+            self._leases.hold(held)
         else:
             handoff.admitted.add_done_callback(functools.partial(self._hold, held))
         try:
             settled = await self._run_and_settle(job, held, handoff)
         finally:
-            if self._held.get(job.id) is held:
-                del self._held[job.id]
+            self._leases.release(held)
         # Kept only while a retry may still need them.
         if settled and (handoff is None or handoff.stored):
             await self._storage.delete_prefix(f"inputs/{job.id}")
 
-    def _hold(self, held: _Held, admitted: asyncio.Future[Job | None]) -> None:
+    def _hold(self, held: Held, admitted: asyncio.Future[Job | None]) -> None:
         """A job started before its insert has its lease renewed once it is admitted."""
         if not admitted.cancelled() and admitted.result() is not None:
-            self._held[held.job_id] = held
+            self._leases.hold(held)
 
     async def _run_and_settle(
-        self, pending: Job | NewJob, held: _Held, handoff: Handoff | None
+        self, pending: Job | NewJob, held: Held, handoff: Handoff | None
     ) -> bool:
         """Run the job and settle it; False when it was handed back for a retry instead."""
         outcome: RunResult | Exception
@@ -312,7 +309,7 @@ class Dispatcher:
             await self._fail(job, f"internal error: {type(exc).__name__}", owner=self.owner)
         return True
 
-    async def _run(self, job: Job | NewJob, held: _Held, handoff: Handoff | None) -> RunResult:
+    async def _run(self, job: Job | NewJob, held: Held, handoff: Handoff | None) -> RunResult:
         """The job's run; the slot frees when it returns."""
         task = RunTask(job_id=job.id, spec=job.spec, inline=handoff.data if handoff else {})
         # Runs once this task has suspended, that is once the runner has sent the job.
@@ -326,7 +323,7 @@ class Dispatcher:
         """FAILED and refunded, under ``owner``'s lease."""
         await self._jobs.settle_failed(job, error, owner=owner)
 
-    async def _hand_back(self, interrupted: list[_Held]) -> None:
+    async def _hand_back(self, interrupted: list[Held]) -> None:
         """Jobs whose runs a stop interrupted, still leased here. One taken from the queue goes
         back to it at once with its attempt given back (a stop is no failure), so the next start
         or another process runs it without waiting for the lease to expire. A sync job handed
@@ -415,48 +412,6 @@ class Dispatcher:
         finally:
             timer.cancel()
 
-    async def _renew_forever(self) -> None:
-        """Renew the lease of every job this dispatcher holds, publish their progress and pick
-        up cancel requests (which may come from another API replica, hence through the store),
-        about once a second: one transaction for all of them, and nothing to start or stop on a
-        job's own path."""
-        tick = min(1.0, self._settings.lease_s / 3)
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self._renew()
-            except Exception:
-                log.exception("lease renewal failed")
-
-    async def _renew(self) -> None:
-        # A running job's lease is renewed only while its runner proves it is alive (the
-        # runner's own limits end a run that stops doing so).
-        now = time.monotonic()
-        held = [
-            entry
-            for entry in self._held.values()
-            if not self._slots.running(entry.job_id) or now - entry.seen < self._settings.lease_s
-        ]
-        if not held:
-            return
-        until = time.time() + self._settings.lease_s
-
-        def tx(conn: Connection) -> list[tuple[_Held, float, bool | None]]:
-            renewed = []
-            for entry in held:
-                value = entry.progress
-                fresh = value if value != entry.sent else None
-                cancel = repo.renew_lease(
-                    conn, entry.job_id, self.owner, until=until, progress=fresh
-                )
-                renewed.append((entry, value, cancel))
-            return renewed
-
-        for entry, value, cancel in await self._db.write(tx):
-            entry.sent = value
-            if cancel:
-                await self._runner.cancel(entry.job_id)
-
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -465,22 +420,3 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 def _abandoned(job: Job) -> str:
     return f"{WORKER_LOST} {job.attempts} times; the job was abandoned"
-
-
-@dataclass
-class _Held:
-    """A job this dispatcher holds: its latest progress and the last one published."""
-
-    job_id: str
-    handed_off: bool = False
-    """Sent straight from a sync request to this process's worker (not claimed from the queue)."""
-    progress: float = 0.0
-    sent: float = -1.0
-    seen: float = field(default_factory=time.monotonic)
-    """When its runner last proved it alive and working on it."""
-
-    def report(self, value: float) -> None:
-        self.progress = value
-
-    def alive(self) -> None:
-        self.seen = time.monotonic()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from kinema.jobs.models import Job, Lease
+from kinema.jobs.models import Job, Lease, NewJob
 from kinema.jobs.slots import Queue
 from kinema.storage.base import Storage
 
@@ -50,3 +51,20 @@ class Handoff:
         for key, data in self.data.items():
             await self.storage.put_bytes(key, data, "application/octet-stream")
         self.stored = self.stored or bool(self.data)
+
+
+class Handoffs(Protocol):
+    """What the submit path may ask of this process's dispatcher: a free local slot for a sync
+    job, and the job's fate once it is sent there (implemented by ``Dispatcher``)."""
+
+    async def offer_slot(self, model: str) -> Handoff | None:
+        """A held slot of ``model``'s pool, or None (none free, or older jobs wait)."""
+
+    def start_early(self, new: NewJob, handoff: Handoff) -> None:
+        """Send the job to the held slot before it is inserted."""
+
+    def admit(self, handoff: Handoff, job: Job) -> None:
+        """The job is inserted: its run may settle."""
+
+    async def withdraw(self, handoff: Handoff) -> None:
+        """The job was refused after all: free the slot, stop the run, keep nothing."""
