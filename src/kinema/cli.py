@@ -237,4 +237,4 @@ def credits_show(settings: Settings, key: str) -> None:
     click.echo(f"{from_micros(_with_keys(settings, show)):g}")
 
 
-register_client_commands(main)  # i2v, i2i, status, result, cancel (kinema.client) and --version
+register_client_commands(main)  # i2v, i2i, status, result, cancel, voice; --version

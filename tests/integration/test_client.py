@@ -276,3 +276,25 @@ def test_the_hosted_sdk_works_unchanged(server: Server) -> None:
             long.wait(timeout=60, interval=0.1)
     finally:
         client._client.close()  # it has no close() of its own
+
+
+def test_cli_creates_a_voice(server: Server, tmp_path: Path) -> None:
+    import wave
+
+    sample = tmp_path / "voice.wav"
+    with wave.open(str(sample), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 16000 * 6)
+    key = server.cli("keys", "create", "--credits", "1")
+    voice_id = _kinema(server, key, "voice", str(sample), "--name", "narrator").strip()
+    assert voice_id.startswith("voice_")
+    short = tmp_path / "short.wav"
+    with wave.open(str(short), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 16000)
+    refused = CliRunner().invoke(main, ["voice", str(short), "--url", server.url, "--key", key])
+    assert refused.exit_code == 1 and "voice_url" in refused.output

@@ -1,5 +1,5 @@
-"""``kinema i2v`` / ``i2i`` / ``status`` / ``result`` / ``cancel``: generation from the terminal,
-built on :mod:`kinema.client` (so it needs a running server, not the engines).
+"""``kinema i2v`` / ``i2i`` / ``status`` / ``result`` / ``cancel`` / ``voice``: generation from
+the terminal, built on :mod:`kinema.client` (so it needs a running server, not the engines).
 
 The server and key come from ``--url`` / ``--key`` or ``KINEMA_URL`` / ``KINEMA_KEY``. Progress
 is drawn on stderr (queued → position → generating, with the phase when the server reports one
@@ -375,7 +375,18 @@ def cancel(request_id: str, url: str, key: str | None) -> None:
         _print_json(dict(client.job(request_id).cancel().raw))
 
 
-COMMANDS = (i2v, i2i, status, result, cancel)
+@click.command("voice")
+@click.argument("sample")
+@_connection
+@click.option("--name", help="A label for the voice (at most 20 characters).")
+def voice(sample: str, url: str, key: str | None, name: str | None) -> None:
+    """Create a voice from SAMPLE (mp3, wav, mp4 or mov; 5-30 s of one clean speaker) and print
+    its id, for `kinema i2v --voice-id`."""
+    with _client(url, key) as client:
+        click.echo(client.create_voice(sample, name))
+
+
+COMMANDS = (i2v, i2i, status, result, cancel, voice)
 
 
 def register(group: click.Group) -> None:
