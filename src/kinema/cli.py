@@ -15,7 +15,7 @@ from kinema.billing.service import KeyService
 from kinema.client.cli import register as register_client_commands
 from kinema.datadir import make_private
 from kinema.errors import KinemaError
-from kinema.settings import Settings, load_settings
+from kinema.settings import Settings, SettingsError, load_settings
 from kinema.store.db import open_database
 
 T = TypeVar("T")
@@ -36,7 +36,10 @@ T = TypeVar("T")
 def main(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """Kinema: self-hosted image-to-video and image-to-image behind the hosted API contract."""
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
-    ctx.obj = load_settings(config, **overrides)
+    try:
+        ctx.obj = load_settings(config, **overrides)
+    except SettingsError as exc:  # one line, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

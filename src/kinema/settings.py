@@ -8,11 +8,14 @@ Every field here is documented in docs/configuration.md; a test fails when one i
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +24,16 @@ from pydantic_settings import (
 )
 
 
-class ServerSettings(BaseModel):
+class SettingsError(ValueError):
+    """A setting is unknown or invalid: one line that names it (and the nearest known one)."""
+
+
+class _Section(BaseModel):
+    # A mistyped key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     public_url: str | None = None
@@ -34,14 +46,14 @@ class ServerSettings(BaseModel):
     cap take ~134 MB as base64."""
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     url: str | None = None
     """Default: ``sqlite:///<data_dir>/kinema.db``. PostgreSQL:
     ``postgresql+asyncpg://user@host/db``."""
     echo: bool = False
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     backend: Literal["local"] = "local"
     path: Path | None = None
     """Local output directory. Default: ``<data_dir>/files``."""
@@ -49,7 +61,7 @@ class StorageSettings(BaseModel):
     """Lifetime of signed file URLs handed to clients."""
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(_Section):
     request_ttl_s: int = Field(86_400, ge=3600)
     """How long status/result of a request stay readable (the contract guarantees ≥ 1 hour)."""
     output_ttl_s: int = Field(7 * 86_400, ge=3600)
@@ -57,7 +69,7 @@ class RetentionSettings(BaseModel):
     cleanup_interval_s: float = Field(300.0, gt=0)
 
 
-class JobSettings(BaseModel):
+class JobSettings(_Section):
     lease_s: float = Field(60.0, gt=0)
     """A claimed job's lease; the runner renews it while working. An expired lease means the runner
     died: the job is retried."""
@@ -80,7 +92,7 @@ class JobSettings(BaseModel):
     killing its worker (then restarted); the job ends cancelled and refunded."""
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(_Section):
     retry_s: list[float] = [5.0, 30.0, 120.0, 600.0, 1800.0]
     """Waits before each retry of a webhook the receiver did not take (not 2xx, or no answer);
     after the last the delivery is given up."""
@@ -90,7 +102,7 @@ class WebhookSettings(BaseModel):
     """How often each API process looks for webhooks due."""
 
 
-class BillingSettings(BaseModel):
+class BillingSettings(_Section):
     image_price: dict[str, float] = {"1K": 0.035, "2K": 0.07}
     """Price per image by resolution."""
     video_price_per_s: float = 0.084
@@ -105,7 +117,7 @@ class BillingSettings(BaseModel):
     on every request. (Credits are never cached: every charge is checked in the database.)"""
 
 
-class RateLimitSettings(BaseModel):
+class RateLimitSettings(_Section):
     default: str = "120/minute"
     """Default per-key limit (``limits`` notation, e.g. ``10/second;600/hour``)."""
     storage_url: str = "memory://"
@@ -114,7 +126,7 @@ class RateLimitSettings(BaseModel):
     """Prefix of the counters' Redis keys (deployments sharing one Redis use different ones)."""
 
 
-class FetchSettings(BaseModel):
+class FetchSettings(_Section):
     max_bytes: int = Field(50 * 1024 * 1024, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     allow_hosts: list[str] = []
@@ -123,11 +135,9 @@ class FetchSettings(BaseModel):
     max_pixels: int = Field(40_000_000, gt=0)
 
 
-class PoolSettings(BaseModel):
+class PoolSettings(_Section):
     """One worker pool: workers that each load ``preset`` (and what it needs, e.g. the image
     engine that composes a video's elements) and run its jobs, one at a time each."""
-
-    model_config = ConfigDict(extra="forbid")
 
     preset: str
     workers: int = Field(1, ge=1)
@@ -138,7 +148,7 @@ class PoolSettings(BaseModel):
     """Overrides ``jobs.run_timeout_s`` for this pool's jobs."""
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(_Section):
     preset: Literal["tiny", "static", "production", "custom"] = "tiny"
     """Shorthand: ``tiny`` (tiny random-weight diffusers models, CPU), ``static`` (zero-cost
     engines, no torch), ``production`` (ltx2.5-distilled + flux2-klein-4b; needs their weights)
@@ -245,14 +255,85 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
+ENV_PREFIX = "KINEMA_"
+NOT_SETTINGS = frozenset({"KINEMA_CONFIG", "KINEMA_URL", "KINEMA_KEY"})
+"""``KINEMA_*`` variables that are not settings: the settings file's path, and the client's
+server URL and key (read by ``kinema.client`` and the generation commands)."""
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings; ``config`` names a TOML file (else ``$KINEMA_CONFIG``, if set)."""
+    """Build the settings; ``config`` names a TOML file (else ``$KINEMA_CONFIG``, if set).
+    Raises :class:`SettingsError` for an unknown or invalid setting, from any source."""
+    check_environment(os.environ)
     env_path = os.environ.get("KINEMA_CONFIG")
     path = config or (Path(env_path) if env_path else None)
-    if path is None:
-        return Settings(**overrides)
+    try:
+        if path is None:
+            return Settings(**overrides)
 
-    class FileSettings(Settings):
-        model_config = SettingsConfigDict(toml_file=path)
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=path)
 
-    return FileSettings(**overrides)
+        return FileSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe(exc, f" in {path}" if path else "")) from None
+    # (Unknown environment variables were refused above, so an unknown key here is the file's
+    # or an argument's.)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Every ``KINEMA_*`` variable must name a setting (nested sections joined by ``__``)."""
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if not _known_path(Settings, path):
+            dotted = ".".join(path)
+            raise SettingsError(
+                f"unknown setting {name} (= {dotted}){_nearest(dotted)}; "
+                "nested sections are joined by __, e.g. KINEMA_SERVER__PORT"
+            )
+
+
+def describe(exc: ValidationError, where: str = "") -> str:
+    """The first problem of ``exc`` in one line, naming the setting."""
+    error = exc.errors()[0]
+    dotted = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {dotted}{where}{_nearest(dotted)}"
+    return f"setting {dotted}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _known_path(model: type[BaseModel], path: list[str]) -> bool:
+    head, *rest = path
+    field = model.model_fields.get(head)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _known_path(annotation, rest)
+    return typing.get_origin(annotation) is dict  # a table: any key
+
+
+def _known_names(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        dotted = prefix + name
+        names.append(dotted)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += _known_names(annotation, dotted + ".")
+    return names
+
+
+def _nearest(dotted: str) -> str:
+    names = _known_names(Settings)
+    found = difflib.get_close_matches(dotted, names, n=1, cutoff=0.6)
+    if not found:  # a mistyped section: compare the last part within every section
+        last = dotted.rsplit(".", 1)[-1]
+        ends = {name.rsplit(".", 1)[-1]: name for name in names}
+        found = [ends[m] for m in difflib.get_close_matches(last, list(ends), n=1, cutoff=0.75)]
+    return f" (did you mean {found[0]}?)" if found else ""

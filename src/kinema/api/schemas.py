@@ -509,6 +509,7 @@ def _check_refs(
 # Response models (helpers), for the OpenAPI document; the async path's are in jobs/schemas.py
 # --------------------------------------------------------------------------------------------
 
+
 class CreditsResponse(BaseModel):
     """Answer to ``GET /v1/get-user-credits``."""
 
