@@ -71,3 +71,34 @@ async def test_the_short_form_makes_one_pool_per_task(tmp_path: Path) -> None:
     ]
     assert open_runner(make_settings(tmp_path, engines={"workers": 0})) is None
     await asyncio.sleep(0)
+
+
+async def test_video_elements_are_composed_by_the_image_engine_the_video_pool_loads(
+    tmp_path: Path,
+) -> None:
+    """A video preset that takes no reference images (a plugin's, ``needs`` undeclared) gets
+    the image engine loaded beside it in its pool, so elements still work."""
+    settings = make_settings(
+        tmp_path,
+        engines={"preset": "custom", "video_preset": "test-slow-video"},
+    )
+    settings.engines.image_preset = "static-image"
+    runner = open_runner(settings, devices=[])
+    assert isinstance(runner, LocalRunner)
+    await runner.start()
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=10)
+            body = {
+                "start_image_url": B64,
+                "prompt": "steps=2",
+                "duration": "3",
+                "elements": [{"frontal_image_url": B64}],
+            }
+            r = await c.client.post(
+                "/v2/kling-3-standard-image2video", json=body, headers={"x-api-key": key}
+            )
+            assert r.status_code == 200, r.text
+            r = await wait_status(c.client, key, r.json()["request_id"], "COMPLETED")
+    finally:
+        await runner.close()

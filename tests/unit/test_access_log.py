@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from uvicorn.logging import AccessFormatter
 
-from kinema.api.access import ACCESS, AccessLog, log_config, redact_query
+from kinema.api.access import ACCESS, AccessLog, log_config
+from kinema.redact import redact_query
 
 SCOPE: dict[str, Any] = {
     "type": "http",

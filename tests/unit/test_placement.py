@@ -86,3 +86,21 @@ def test_without_gpus_nothing_is_placed_or_checked() -> None:
 def test_cpu_presets_get_no_gpu() -> None:
     pools = plan(EngineSettings(preset="static"), gpus(80))
     assert [p.workers for p in pools] == [((),), ((),)]
+
+
+def test_a_third_party_video_preset_that_takes_no_references_loads_the_composer() -> None:
+    """``needs`` left unset is derived from the capabilities, so elements keep working for a
+    plugin preset that does not declare it."""
+    from kinema.engines.base import Capabilities, Task
+    from kinema.engines.registry import Preset, register
+
+    register(
+        Preset(
+            name="test-plugin-video",
+            capabilities=Capabilities(task=Task.IMAGE_TO_VIDEO),
+            loader="nowhere:load",
+        )
+    )
+    settings = EngineSettings(preset="custom", video_preset="test-plugin-video")
+    video, _ = plan(settings, [])
+    assert video.loads == ("test-plugin-video", "tiny-flux2-klein")

@@ -144,3 +144,53 @@ def _refs(node: object) -> list[str]:
     if isinstance(node, list):
         return [ref for value in node for ref in _refs(value)]
     return []
+
+
+DOMAIN = ("billing", "jobs", "store", "storage", "media", "engines", "runners", "voices")
+"""Packages with the project's logic; ``api`` is the web edge, ``client`` the SDK (which reuses
+the request models) and ``cli`` the command line."""
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_domain_packages_import_the_web_edge_only_from_their_routes() -> None:
+    """Domain packages never import ``kinema.api``, FastAPI or Starlette, except in their
+    ``routes.py`` files (the web edge, where each package's routes sit)."""
+    src = ROOT / "src" / "kinema"
+    offenders = []
+    for package in DOMAIN:
+        for path in sorted((src / package).rglob("*.py")):
+            if path.name == "routes.py" or "migrations" in path.parts:
+                continue
+            web = {
+                name
+                for name in _imports(path)
+                if name.split(".")[0] in ("fastapi", "starlette") or name.startswith("kinema.api")
+            }
+            if web:
+                offenders.append(f"{path.relative_to(src)}: {sorted(web)}")
+    assert not offenders, "web imports outside routes.py:\n" + "\n".join(offenders)
+
+
+def test_the_runner_seam_is_typed_end_to_end() -> None:
+    """No string-keyed dicts of Any cross the runner seam: the job spec, the run, its result and
+    every worker message are typed models."""
+    src = ROOT / "src" / "kinema"
+    seam = [src / "jobs" / "spec.py", *(src / "runners").glob("*.py"), src / "jobs" / "handoff.py"]
+    untyped = [
+        f"{path.relative_to(src)}:{n}"
+        for path in seam
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "dict[str, Any]" in line and path.name != "spec.py"  # spec.py: the stored JSON
+    ]
+    assert not untyped, f"dict[str, Any] on the runner path: {untyped}"

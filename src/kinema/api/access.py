@@ -5,7 +5,7 @@ client: on the client's time (0.1-0.2 ms a request on this project's VM). ``kine
 uvicorn without it and wraps the app in :class:`AccessLog`, which writes the same line, through
 uvicorn's access handler and format, on the ``kinema.access`` logger (:func:`log_config`), after
 the last byte has been handed to the transport. The query's values are never written
-(:func:`redact_query`): a signed download link's query is the link's credential."""
+(:mod:`kinema.redact`): a signed download link's query is the link's credential."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
+
+from kinema.redact import redact_values
 
 ACCESS = logging.getLogger("kinema.access")
 
@@ -60,30 +62,13 @@ class AccessLog:
         await self.app(scope, receive, send_then_log)
 
 
-REDACTED = "[redacted]"
-
-
-def redact_query(url: str) -> str:
-    """``url`` with its query's values replaced by :data:`REDACTED`, names kept: a signed
-    download link is a bearer token in its query, and a webhook URL may carry the receiver's."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.query:
-        return url
-    return parts._replace(query=_redacted(parts.query), fragment="").geturl()
-
-
-def _redacted(query: str) -> str:
-    names = (pair.partition("=")[0] for pair in query.split("&") if pair)
-    return "&".join(f"{name}={REDACTED}" for name in names)
-
-
 def _log(scope: Scope, status: int) -> None:
     # uvicorn's arguments, in its order: its AccessFormatter reads them from the record.
     client = scope.get("client")
     path = urllib.parse.quote(scope["path"])
     if scope.get("query_string"):
         # Never the values: the query of a download link is its signature (a bearer token).
-        path += "?" + _redacted(scope["query_string"].decode("ascii", "replace"))
+        path += "?" + redact_values(scope["query_string"].decode("ascii", "replace"))
     ACCESS.info(
         '%s - "%s %s HTTP/%s" %d',
         f"{client[0]}:{client[1]}" if client else "",

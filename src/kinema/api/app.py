@@ -13,9 +13,7 @@ from kinema.api import errors, openapi
 from kinema.api import routes as generation_routes
 from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
-from kinema.jobs import events as job_events
 from kinema.jobs import routes as job_routes
-from kinema.jobs import webhooks as job_webhooks
 from kinema.runners.base import Runner
 from kinema.settings import Settings
 from kinema.storage import routes as storage_routes
@@ -56,8 +54,6 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
     generation_routes.install_sync(app.router)
     app.include_router(billing_routes.router)
     app.include_router(job_routes.router)
-    app.include_router(job_events.router)
-    app.include_router(job_webhooks.router)
     app.include_router(storage_routes.router)
     app.include_router(generation_routes.router)
 

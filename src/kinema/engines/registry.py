@@ -65,9 +65,18 @@ class Preset:
     """Where the weights come from (hub id), for docs and the missing-weights message."""
     tags: frozenset[str] = field(default_factory=frozenset)
     resources: Resources = Resources()
-    needs: tuple[Task, ...] = ()
-    """Other tasks whose configured engine the preset's workers load as well (a video engine
-    that composes elements into its first frame needs the image engine)."""
+    needs: tuple[Task, ...] | None = None
+    """Other tasks whose configured engine the preset's workers load as well. None: derived
+    from the capabilities — a video engine that takes no reference images composes elements
+    into its first frame with the image engine, so it needs that one."""
+
+    @property
+    def required_tasks(self) -> tuple[Task, ...]:
+        """:attr:`needs`, or what the capabilities imply."""
+        if self.needs is not None:
+            return self.needs
+        composes = self.task is Task.IMAGE_TO_VIDEO and self.capabilities.max_references == 0
+        return (Task.IMAGE_TO_IMAGE,) if composes else ()
 
     @property
     def task(self) -> Task:

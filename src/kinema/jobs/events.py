@@ -17,38 +17,21 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
-
-from kinema.api.deps import Services, base_url, services_of
 from kinema.errors import NotFound
+from kinema.jobs.bodies import StatusSources, result_body, status_body
 from kinema.jobs.models import Job, Status
-from kinema.jobs.routes import ERRORS, job_of_caller, result_body, status_body
-
-router = APIRouter()
 
 KEEPALIVE_S = 15.0
 
 
-@router.get(
-    "/v2/requests/{request_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
-    response_class=StreamingResponse,
-    summary="Status changes as Server-Sent Events (extension): status events until the job "
-    "ends, then its result",
-)
-async def request_events(request_id: str, request: Request) -> StreamingResponse:
-    svc = services_of(request)
-    job = await job_of_caller(request, svc, request_id)  # 401 / 404 before any stream
-    return StreamingResponse(
-        _events(base_url(request, svc.settings), svc, job),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+class EventSources(StatusSources, Protocol):
+    """What the stream reads: the status body's parts (the settings give the poll interval)."""
 
 
-async def _events(root: str, svc: Services, job: Job) -> AsyncIterator[str]:
+async def stream(root: str, svc: EventSources, job: Job) -> AsyncIterator[str]:
+    """The event stream of ``job`` (URLs under ``root``)."""
     sent = ""
     quiet_since = time.monotonic()
     while True:
@@ -73,7 +56,7 @@ async def _events(root: str, svc: Services, job: Job) -> AsyncIterator[str]:
             return
 
 
-async def _next_change(svc: Services, job_id: str) -> None:
+async def _next_change(svc: EventSources, job_id: str) -> None:
     """Until this process announces the job final, or one poll interval."""
     with svc.jobs.notifier.watch(job_id) as watch, contextlib.suppress(TimeoutError):
         async with asyncio.timeout(svc.settings.jobs.poll_interval_s):

@@ -37,26 +37,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Request
 
-from kinema.api.access import redact_query
-from kinema.api.deps import Services, api_key, services
-from kinema.api.schemas import ErrorResponse
 from kinema.billing.service import KeyService
 from kinema.jobs import repository as repo
+from kinema.jobs.bodies import result_body
 from kinema.jobs.models import Status, Webhook
-from kinema.jobs.routes import result_body
 from kinema.jobs.service import JobService
 from kinema.media.fetch import BlockedAddressError
+from kinema.redact import redact_query
 from kinema.settings import Settings
 from kinema.storage.base import Storage
 from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 BATCH = 50
 """Due deliveries read per poll."""
 CONCURRENCY = 16
@@ -74,19 +69,6 @@ def secret_for(server_secret: bytes, key_id: str) -> bytes:
 def sign(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
-
-
-@router.get(
-    "/v2/webhooks/secret",
-    responses={401: {"model": ErrorResponse}},
-    summary="The calling key's webhook signing secret (extension)",
-)
-async def webhook_secret(
-    request: Request, svc: Annotated[Services, Depends(services)]
-) -> dict[str, str]:
-    key = await svc.keys.authenticate(api_key(request))
-    encoded = base64.b64encode(secret_for(svc.secret, key.id)).decode()
-    return {"secret": f"whsec_{encoded}"}
 
 
 async def deliver_forever(

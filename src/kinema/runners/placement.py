@@ -97,7 +97,7 @@ def plan(
 
 def _loads(preset: Preset, by_task: dict[Task, str]) -> tuple[str, ...]:
     needed = []
-    for task in preset.needs:
+    for task in preset.required_tasks:
         if task not in by_task:
             raise PlacementError(
                 f"{preset.name} needs an engine for {task.value}, and no pool serves it"
