@@ -102,3 +102,54 @@ async def test_video_elements_are_composed_by_the_image_engine_the_video_pool_lo
             r = await wait_status(c.client, key, r.json()["request_id"], "COMPLETED")
     finally:
         await runner.close()
+
+
+async def test_a_worker_that_cannot_restart_leaves_the_capacity_until_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capacity is what the pools can take now: a worker whose restart fails is out (its job
+    waits in the queue, nothing lost or charged twice) and back once a later try succeeds."""
+    from kinema.runners import local
+
+    monkeypatch.setattr(local, "RESTART_BACKOFF_S", (0.3,) * 20)
+    settings = make_settings(
+        tmp_path,
+        engines={"preset": "custom", "video_preset": "test-crash-then-broken-video"},
+        jobs={"max_attempts": 3},
+    )
+    settings.engines.image_preset = "static-image"
+    runner = open_runner(settings, devices=[])
+    assert isinstance(runner, LocalRunner)
+    video_pool = runner.pools[0]
+    await runner.start()
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=10)
+            h = {"x-api-key": key}
+            body = {"start_image_url": B64, "prompt": "x", "duration": "3"}
+            r = await c.client.post("/v2/kling-3-standard-image2video", json=body, headers=h)
+            rid = r.json()["request_id"]
+            for _ in range(200):
+                if video_pool.capacity == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert video_pool.capacity == 0  # crashed, and its restart fails
+            assert runner.pools[1].capacity == 1  # the image pool is untouched
+            r = await c.client.post(
+                "/v1/kling-3-image2image", json={"image_url": B64, "prompt": "x"}, headers=h
+            )
+            assert r.status_code == 200
+            status = (await c.client.get(f"/v2/requests/{rid}/status", headers=h)).json()
+            assert status["status"] in ("QUEUED", "PROCESSING")  # waiting, not lost
+            (settings.models_dir / "broken").unlink()  # its next restart succeeds...
+            for _ in range(200):
+                if video_pool.capacity == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert video_pool.capacity == 1
+            # ...and the job runs again (and crashes again: this engine always does).
+            r = await wait_status(c.client, key, rid, "FAILED", timeout=30)
+            assert "lost" in r.json()["error"]
+            assert r.json()["metrics"]["cost"] == 0
+    finally:
+        await runner.close()

@@ -344,6 +344,12 @@ class WorkerProcess:
                 await self._reader
 
 
+ALL_TASKS = frozenset(task.value for task in Task)
+RESTART_BACKOFF_S = (1.0, 5.0, 30.0, 120.0, 600.0, 600.0, 600.0)
+"""Waits before the later tries to restart a worker that failed to start (about half an hour
+in all); a worker still broken then stays out until the process restarts."""
+
+
 class LocalPool:
     """Workers that serve the same tasks; a job takes whichever is idle."""
 
@@ -353,11 +359,14 @@ class LocalPool:
         self._workers = workers
         self._idle: asyncio.Queue[WorkerProcess] = asyncio.Queue()
         self._restarting: set[asyncio.Task[None]] = set()
+        self._broken: set[WorkerProcess] = set()
+        """Workers whose restart failed: out of the pool until a later try brings them back."""
 
     @property
     def capacity(self) -> int:
-        """Jobs it can run at once: its workers (one being restarted is back before long)."""
-        return len(self._workers)
+        """Jobs it can run at once now: its workers, less those that cannot be restarted (one
+        being restarted after a loss is back in seconds and counts)."""
+        return len(self._workers) - len(self._broken)
 
     @property
     def workers(self) -> list[WorkerProcess]:
@@ -373,7 +382,7 @@ class LocalPool:
     ) -> RunResult:
         worker = await self._idle.get()
         try:
-            if not worker.alive:  # its restart after a loss failed: try once more now
+            if not worker.alive:  # gone while idle: bring it back for this job
                 await worker.close()
                 await worker.start()
             return await worker.run(task, on_progress, on_alive)
@@ -385,16 +394,26 @@ class LocalPool:
                 self._restarting.add(asyncio.create_task(self._restart(worker)))
 
     async def _restart(self, worker: WorkerProcess) -> None:
+        """Bring a lost worker back; one that cannot start leaves the pool's capacity and is
+        tried again after a growing wait (``RESTART_BACKOFF_S``)."""
         try:
-            await worker.close()
-            await worker.start()
-        except RunnerLost as exc:
-            log.error("%s could not be restarted: %s", worker.name, exc)
+            for wait in (0.0, *RESTART_BACKOFF_S):
+                await asyncio.sleep(wait)
+                try:
+                    await worker.close()
+                    await worker.start()
+                except RunnerLost as exc:
+                    self._broken.add(worker)
+                    log.error("%s could not be restarted: %s", worker.name, exc)
+                    continue
+                self._broken.discard(worker)
+                self._idle.put_nowait(worker)
+                return
+            log.error("%s stays out of the pool: every restart failed", worker.name)
         finally:
             task = asyncio.current_task()
             if task is not None:
                 self._restarting.discard(task)
-            self._idle.put_nowait(worker)
 
     async def cancel(self, job_id: str) -> None:
         for worker in self._workers:
@@ -406,9 +425,6 @@ class LocalPool:
             task.cancel()
         await asyncio.gather(*self._restarting, return_exceptions=True)
         await asyncio.gather(*(w.close() for w in self._workers))
-
-
-ALL_TASKS = frozenset(task.value for task in Task)
 
 
 class LocalRunner:
