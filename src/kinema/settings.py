@@ -40,10 +40,10 @@ class ServerSettings(_Section):
     """Base URL clients reach the API at (used in poll/result/file URLs). Default: the request's."""
     sync_timeout_s: float = Field(900.0, gt=0)
     """How long a v1 (sync) request waits for its generation before answering 504."""
-    max_body_mb: float = Field(256.0, gt=0)
+    max_body_mb: float = Field(70.0, gt=0)
     """Largest request body read (MB); a longer one is refused with 413 while it is read, never
-    buffered whole. Inline (base64) images count toward it: start and end images at the 50 MB
-    cap take ~134 MB as base64."""
+    buffered whole. Inline (base64) images count toward it: one image at the 50 MB input cap
+    takes ~67 MB as base64; send larger sets of inputs by URL."""
 
 
 class DatabaseSettings(_Section):

@@ -41,7 +41,7 @@ from kinema.jobs.handoff import Handoff, Handoffs
 from kinema.jobs.models import Job, NewJob, Webhook
 from kinema.jobs.service import JobService
 from kinema.media.fetch import FetchPolicy, check_target, is_url, load_media
-from kinema.media.images import check_header, verify_image
+from kinema.media.images import check_header, header_pixels, verify_image
 from kinema.settings import Settings
 from kinema.storage.base import Storage
 from kinema.voices.service import VoiceService
@@ -172,9 +172,7 @@ class GenerationService:
             sync=sync,
             idempotency_key=idempotency_key,
             # Only an idempotent replay compares bodies: no hash of a large body otherwise.
-            request_hash=hashlib.sha256(slug.encode() + b"\n" + body).hexdigest()
-            if idempotency_key
-            else None,
+            request_hash=_request_hash(slug, body) if idempotency_key else None,
             webhook=None if webhook is None else Webhook(webhook, origin()),
         )
         if idempotency_key:
@@ -276,8 +274,6 @@ class GenerationService:
 
     async def _verify_all(self, refs: MediaRefs, blobs: list[bytes]) -> None:
         """Every input fully decoded (corrupt or truncated data is a 400)."""
-        from kinema.media.images import header_pixels  # local while the imports are reworked
-
         for ref, data in zip(refs, blobs, strict=True):
             verify = functools.partial(
                 verify_image, data, field=ref.field, max_pixels=self._settings.fetch.max_pixels
@@ -344,3 +340,10 @@ def _is_json(content_type: str | None) -> bool:
         return False
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _request_hash(slug: str, body: bytes) -> str:
+    """What an idempotent replay compares (the body hashed in place, not copied)."""
+    digest = hashlib.sha256(slug.encode() + b"\n")
+    digest.update(body)
+    return digest.hexdigest()
