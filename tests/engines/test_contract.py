@@ -29,7 +29,7 @@ from kinema.api.schemas import DEFAULT_NEGATIVE_PROMPT, IMAGE_SIZES, VIDEO_SIZES
 from kinema.engines.base import Engine, ImageJob, Task, VideoJob
 from kinema.engines.geometry import working_size
 from kinema.engines.plan import split_prompt
-from kinema.engines.presets import FLUX2_KLEIN_4B, LTX25_DISTILLED
+from kinema.engines.presets import FLUX2_KLEIN_4B, LTX25_DISTILLED, TINY_FLUX2_KLEIN, TINY_LTX2
 from kinema.engines.registry import LoadOptions, load_engine
 from kinema.jobs.spec import dump_spec
 from kinema.media.conform import conform_image
@@ -87,7 +87,8 @@ def plan(slug: str, job_id: str = "job", **body: Any) -> Plan:
     endpoint = ENDPOINTS[slug]
     source = "start_image_url" if slug == VIDEO else "image_url"
     request = endpoint.request_model.model_validate({source: STORED, **body})
-    return endpoint.plan(request, job_id, "tiny")
+    presets = {Task.IMAGE_TO_VIDEO: TINY_LTX2, Task.IMAGE_TO_IMAGE: TINY_FLUX2_KLEIN}
+    return endpoint.plan(request, job_id, presets)
 
 
 def params(slug: str, **body: Any) -> dict[str, Any]:

@@ -116,3 +116,17 @@ def test_a_missing_input_fails_the_run_without_naming_the_storage(
     message = str(caught.value)
     assert "image input is no longer stored" in message and "inputs/" not in message
     assert not (tmp_path / "outputs").exists()
+
+
+def test_audio_asked_of_an_engine_without_audio_is_reported_not_honoured(
+    tmp_path: Path,
+) -> None:
+    from kinema.engines.registry import LoadOptions, load_engine
+
+    engine = load_engine("static-video", LoadOptions(models_dir=tmp_path / "models"))
+    blobs = LocalBlobs(tmp_path)
+    blobs.put_bytes("inputs/a/s", _png((10, 120, 30)))
+    spec = video_spec("a", start_image="inputs/a/s", generate_audio=False, audio_requested=True)
+    task = RunTask(job_id="a", spec=spec)
+    result = execute({Task.IMAGE_TO_VIDEO: engine}, task, blobs, lambda _p: None)
+    assert result.metadata["has_audio"] is False and result.metadata["audio_honoured"] is False

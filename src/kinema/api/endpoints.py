@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from kinema.api.schemas import VIDEO_FPS, Element, ImageToImageRequest, ImageToVideoRequest
 from kinema.billing.pricing import image_price, video_price
 from kinema.engines.base import Task
+from kinema.engines.geometry import grid_frame_count
 from kinema.engines.plan import split_prompt
 from kinema.engines.registry import Preset
 from kinema.errors import InvalidRequest
@@ -79,8 +80,9 @@ class Endpoint:
     base64_field: str
     """The JSON field of a ``base64: true`` sync answer."""
     price: Callable[[Any, BillingSettings], int]
-    plan: Callable[[Any, str, str], Plan]
-    """(request, job id, engine preset) → the job spec and its inputs."""
+    """(job spec, billing settings) → the price in micro-credits: for what will be delivered."""
+    plan: Callable[[Any, str, dict[Task, Preset]], Plan]
+    """(request, job id, the configured preset per task) → the job spec and its inputs."""
     voice_ids: Callable[[Any], list[str]] = lambda _body: []
     """Voice ids the request uses; each must exist for the calling key (checked at submit)."""
     check: Callable[[Any, dict[Task, Preset]], None] = lambda _body, _presets: None
@@ -96,19 +98,19 @@ def _seed(given: int | None) -> int:
 # Image to video ---------------------------------------------------------------------------------
 
 
-def _video_price(body: ImageToVideoRequest, billing: BillingSettings) -> int:
-    return video_price(
-        billing, duration_s=body.duration_s, audio=body.generate_audio, voice=bool(body.voice_ids)
-    )
+def _video_price(spec: VideoSpec, billing: BillingSettings) -> int:
+    # Voices are refused at submit by every engine so far (no voice surcharge to take).
+    return video_price(billing, duration_s=spec.duration_s, audio=spec.generate_audio, voice=False)
 
 
-def _video_plan(body: ImageToVideoRequest, job_id: str, preset: str) -> Plan:
+def _video_plan(body: ImageToVideoRequest, job_id: str, presets: dict[Task, Preset]) -> Plan:
+    preset = presets[Task.IMAGE_TO_VIDEO]
     width, height = body.output_size
     keys = _Keys(job_id)
     start = keys.add("start_image", "start_image_url", body.start_image_url)
     end = keys.add("end_image", "end_image_url", body.end_image_url) if body.end_image_url else None
     spec = VideoSpec(
-        preset=preset,
+        preset=preset.name,
         prompt=body.prompt or "",
         negative_prompt=body.negative_prompt,
         aspect_ratio=body.aspect_ratio,
@@ -118,7 +120,9 @@ def _video_plan(body: ImageToVideoRequest, job_id: str, preset: str) -> Plan:
         duration_s=body.duration_s,
         num_frames=body.duration_s * VIDEO_FPS,
         cfg_scale=body.cfg_scale,
-        generate_audio=body.generate_audio,
+        # An engine without audio delivers (and is paid for) the video alone.
+        generate_audio=body.generate_audio and preset.capabilities.audio,
+        audio_requested=body.generate_audio,
         shot_type=body.shot_type,
         shots=_shots(body),
         seed=_seed(body.seed),
@@ -154,6 +158,7 @@ def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None
         )
     # Elements go to the video engine if it takes references, else they are composed into the
     # first frame by the image engine, which must take them all.
+    _check_frames(body, video)
     taker = video if video.capabilities.max_references > 0 else image
     wanted = 1 + _reference_count(body.elements)
     if body.elements and wanted > taker.capabilities.max_references:
@@ -163,6 +168,29 @@ def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None
         )
 
 
+def _check_frames(body: ImageToVideoRequest, video: Preset) -> None:
+    """Each shot's frames must fit what the video engine renders in one generation."""
+    shots = _shots(body)
+    for shot in shots:
+        frames = shot.duration_s * VIDEO_FPS
+        if not _fits(frames, video):
+            longest = max((s for s in range(1, 16) if _fits(s * VIDEO_FPS, video)), default=0)
+            what = "duration" if len(shots) == 1 else "multi_prompt"
+            raise InvalidRequest(
+                f"{what}: a {shot.duration_s} s shot ({frames} frames at {VIDEO_FPS} fps) is "
+                f"longer than the configured video engine ({video.name}) renders in one "
+                f"generation (max_frames {video.capabilities.max_frames}: {longest} s at most)"
+            )
+
+
+def _fits(frames: int, video: Preset) -> bool:
+    try:
+        grid_frame_count(frames, video.capabilities)
+    except ValueError:
+        return False
+    return True
+
+
 def _reference_count(elements: list[Element] | None) -> int:
     return sum(1 + len(e.reference_image_urls) for e in elements or [])
 
@@ -170,8 +198,8 @@ def _reference_count(elements: list[Element] | None) -> int:
 # Image to image ---------------------------------------------------------------------------------
 
 
-def _image_price(body: ImageToImageRequest, billing: BillingSettings) -> int:
-    return image_price(billing, resolution=body.resolution)
+def _image_price(spec: ImageSpec, billing: BillingSettings) -> int:
+    return image_price(billing, resolution=spec.resolution)
 
 
 def _image_check(body: ImageToImageRequest, presets: dict[Task, Preset]) -> None:
@@ -185,7 +213,8 @@ def _image_check(body: ImageToImageRequest, presets: dict[Task, Preset]) -> None
         )
 
 
-def _image_plan(body: ImageToImageRequest, job_id: str, preset: str) -> Plan:
+def _image_plan(body: ImageToImageRequest, job_id: str, presets: dict[Task, Preset]) -> Plan:
+    preset = presets[Task.IMAGE_TO_IMAGE].name
     width, height = body.output_size
     keys = _Keys(job_id)
     image = keys.add("image", "image_url", body.image_url)

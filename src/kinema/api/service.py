@@ -162,13 +162,13 @@ class GenerationService:
             await self._voices.require(key.id, voice_ids)
         endpoint.check(request, self._presets)
         job_id = str(uuid.uuid4())
-        plan = endpoint.plan(request, job_id, self._presets[endpoint.task].name)
+        plan = endpoint.plan(request, job_id, self._presets)
         new = NewJob(
             id=job_id,
             key_id=key.id,
             model=slug,
             spec=plan.spec,
-            price_micros=endpoint.price(request, self._settings.billing),
+            price_micros=endpoint.price(plan.spec, self._settings.billing),
             sync=sync,
             idempotency_key=idempotency_key,
             # Only an idempotent replay compares bodies: no hash of a large body otherwise.

@@ -75,6 +75,9 @@ class VideoSpec(_Spec):
     """Exactly ``duration_s × fps``."""
     cfg_scale: float
     generate_audio: bool
+    """Audio is generated (and paid for): asked for, and the engine can."""
+    audio_requested: bool | None = None
+    """What the request asked (None: stored before this was recorded)."""
     shot_type: str
     shots: tuple[ShotSpec, ...] = Field(min_length=1)
     """One generation each, hard cuts; seconds add up to ``duration_s``."""

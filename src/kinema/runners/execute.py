@@ -202,6 +202,8 @@ def _video(
     }
     if composed:
         meta["composed_keyframe"] = True
+    if spec.audio_requested and not spec.generate_audio:
+        meta["audio_honoured"] = False  # the engine has no audio: not delivered, not charged
     if not engine.capabilities.honours_cfg:
         meta["cfg_scale_honoured"] = False
     if not engine.capabilities.honours_negative_prompt:
