@@ -16,7 +16,8 @@
     ├── GenerationFailed (422)        the generation ran and failed (async answers)
     ├── RateLimited (429)             carries retry_after seconds
     ├── BackendUnavailable (502)      no worker / runner could take the job
-    └── GenerationTimeout (504)       the sync wait ran out
+    ├── GenerationTimeout (504)       the sync wait ran out
+    └── ClientGone (499)              a sync client disconnected (nobody reads the answer)
 """
 
 from __future__ import annotations
@@ -109,3 +110,11 @@ class BackendUnavailable(KinemaError):
 class GenerationTimeout(KinemaError):
     status_code = 504
     default_message = "generation timed out"
+
+
+class ClientGone(KinemaError):
+    """The sync request's client disconnected before its generation finished: the job is
+    cancelled and refunded (499, the status proxies log for it; no one receives it)."""
+
+    status_code = 499
+    default_message = "the client disconnected"

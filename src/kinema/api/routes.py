@@ -24,10 +24,10 @@ from kinema.api.deps import (
 from kinema.api.headers import generation_headers
 from kinema.api.schemas import ErrorResponse
 from kinema.api.service import Submission
-from kinema.errors import BackendUnavailable, GenerationTimeout, KinemaError
+from kinema.errors import BackendUnavailable, ClientGone, GenerationTimeout, KinemaError
 from kinema.jobs.models import Status
 from kinema.jobs.schemas import AsyncSubmitResponse
-from kinema.jobs.service import SHUT_DOWN, WORKER_LOST
+from kinema.jobs.service import CLIENT_GONE, SHUT_DOWN, WORKER_LOST
 
 router = APIRouter()
 
@@ -59,7 +59,14 @@ async def generate_sync(request: Request, slug: str) -> Response:
     sub, parsed = await _submit(request, svc, slug, sync=True)
     # Inserted claimed (PROCESSING) only when handed to this process's own dispatcher.
     known = sub.job if sub.job.status is Status.PROCESSING else None
-    job = await svc.jobs.wait_final(sub.job.id, svc.settings.server.sync_timeout_s, known=known)
+    job = await svc.jobs.wait_final(
+        sub.job.id, svc.settings.server.sync_timeout_s, known=known, gone=request.is_disconnected
+    )
+    if not job.status.final and await request.is_disconnected():
+        # Nobody will read the answer: stop the generation and refund it (a run that finishes
+        # meanwhile is still charged: it was made, though no one took it).
+        await svc.jobs.cancel(job, reason=CLIENT_GONE)
+        raise ClientGone(CLIENT_GONE)
     if not job.status.final:
         job = await svc.jobs.cancel(job, reason="generation timed out (sync wait)")
         if job.status is not Status.COMPLETED:  # unless it completed just now: then answer it

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -24,6 +25,7 @@ from kinema.store.db import Database
 CANCELLED = "cancelled by the client"
 WORKER_LOST = "the generation worker was lost"
 SHUT_DOWN = "the server shut down before the generation finished"
+CLIENT_GONE = "cancelled: the client of this sync request disconnected before it finished"
 
 
 class JobService:
@@ -102,11 +104,20 @@ class JobService:
     async def queue_position(self, job: Job) -> int:
         return await self._db.read(lambda conn: repo.queue_position(conn, job))
 
-    async def wait_final(self, job_id: str, timeout: float, *, known: Job | None = None) -> Job:
+    async def wait_final(
+        self,
+        job_id: str,
+        timeout: float,
+        *,
+        known: Job | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Job:
         """Wait for the job to finish: an in-process announcement carries the final job; the
         store is polled as the fallback (a job run by another replica). ``known``: the job as
         this process just inserted it, claimed by its own dispatcher — only this process settles
-        it while it holds the lease, so the first look needs no read."""
+        it while it holds the lease, so the first look needs no read. ``gone``: whether the
+        waiting client has left, asked at each look that finds the job unfinished (the job is
+        then returned unfinished, as on the timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             with self.notifier.watch(job_id) as watch:
@@ -118,6 +129,8 @@ class JobService:
                 assert job is not None
                 remaining = deadline - time.monotonic()
                 if job.status.final or remaining <= 0:
+                    return job
+                if gone is not None and await gone():
                     return job
                 # asyncio.timeout, not wait_for: no extra task, one wake-up less.
                 with contextlib.suppress(TimeoutError):

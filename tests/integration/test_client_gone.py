@@ -1,0 +1,72 @@
+"""A sync client that leaves before its generation finishes is not charged: its job is
+cancelled (queued: at once; running: at its next step) and refunded — through a real uvicorn
+server on 127.0.0.1, where a disconnect is a closed socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from kinema.jobs.models import Job
+from kinema.jobs.service import CANCELLED, CLIENT_GONE
+from kinema.store.tables import jobs
+from tests.conftest import Ctx, app_context, ledger_and_balance, make_settings, png, start_runner
+
+pytestmark = pytest.mark.integration
+
+B64 = base64.b64encode(png()).decode()
+
+
+async def test_a_sync_client_that_disconnects_is_refunded(tmp_path: Path) -> None:
+    runner = await start_runner(["test-slow-video", "test-echo-image"], tmp_path / "m")
+    settings = make_settings(
+        tmp_path,
+        engines={"preset": "custom", "video_preset": "test-slow-video"},
+        jobs={"poll_interval_s": 0.1},
+    )
+    settings.engines.image_preset = "test-echo-image"
+    sock = socket.create_server(("127.0.0.1", 0))
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=5)
+            config = uvicorn.Config(c.app, lifespan="off", log_level="error")
+            server = uvicorn.Server(config)
+            serve = asyncio.create_task(server.serve(sockets=[sock]))
+            for _ in range(500):  # bounded: 5 s
+                if server.started:
+                    break
+                await asyncio.sleep(0.01)
+            port = sock.getsockname()[1]
+            url = f"http://127.0.0.1:{port}/v1/kling-3-standard-image2video"
+            body = {"start_image_url": B64, "prompt": "steps=600", "duration": "10"}
+            async with httpx.AsyncClient(timeout=1.5) as client:
+                with pytest.raises(httpx.ReadTimeout):  # gives up on a 60 s generation
+                    await client.post(url, json=body, headers={"x-api-key": key})
+            record = await c.svc.keys.authenticate(key)
+            for _ in range(200):
+                job = await _only_job(c)
+                if job is not None and job.status.final:
+                    break
+                await asyncio.sleep(0.05)
+            assert job is not None and job.status.value == "FAILED"
+            assert job.error in (CLIENT_GONE, CANCELLED)  # queued / running when it left
+            assert await ledger_and_balance(c.svc, record.id) == (5_000_000, 5_000_000)
+            server.should_exit = True
+            await asyncio.wait_for(serve, 10)
+    finally:
+        sock.close()
+        await runner.close()
+
+
+async def _only_job(c: Ctx) -> Job | None:
+    """The app's one job (its database is its own)."""
+    ids = await c.svc.db.read(lambda conn: [r.id for r in conn.execute(select(jobs.c.id))])
+    assert len(ids) <= 1
+    return await c.svc.jobs.get(ids[0]) if ids else None
