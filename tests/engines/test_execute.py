@@ -130,3 +130,22 @@ def test_audio_asked_of_an_engine_without_audio_is_reported_not_honoured(
     task = RunTask(job_id="a", spec=spec)
     result = execute({Task.IMAGE_TO_VIDEO: engine}, task, blobs, lambda _p: None)
     assert result.metadata["has_audio"] is False and result.metadata["audio_honoured"] is False
+
+
+def test_a_run_reports_its_phases_in_order(tmp_path: Path) -> None:
+    from kinema.engines.registry import LoadOptions, load_engine
+
+    engine = load_engine("static-video", LoadOptions(models_dir=tmp_path / "models"))
+    blobs = LocalBlobs(tmp_path)
+    blobs.put_bytes("inputs/p/s", _png((10, 120, 30)))
+    shots = (ShotSpec(prompt="a", duration_s=1), ShotSpec(prompt="b", duration_s=2))
+    spec = video_spec("p", start_image="inputs/p/s", shots=shots)
+    phases: list[str] = []
+    execute(
+        {Task.IMAGE_TO_VIDEO: engine},
+        RunTask(job_id="p", spec=spec),
+        blobs,
+        lambda _p: None,
+        phases.append,
+    )
+    assert phases == ["denoising", "denoising", "encoding", "storing"]

@@ -4,7 +4,7 @@ the storage. Runs in the worker process only (engines import torch)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ from kinema.jobs.spec import ElementInputs, ImageSpec, VideoSpec
 from kinema.media.conform import conform_image, conform_video, join_audio
 from kinema.media.images import IMAGE_MIME, decode_image, encode_image
 from kinema.media.video import encode_mp4
-from kinema.runners.protocol import RunResult, RunTask
+from kinema.runners.protocol import Phase, RunResult, RunTask
 from kinema.storage.blobs import Blobs, InputMissing
 
 
@@ -73,9 +73,14 @@ class Inputs:
 
 
 def execute(
-    engines: Mapping[Task, Engine], task: RunTask, blobs: Blobs, progress: ProgressFn
+    engines: Mapping[Task, Engine],
+    task: RunTask,
+    blobs: Blobs,
+    progress: ProgressFn,
+    phase: Callable[[Phase], None] = lambda _phase: None,
 ) -> RunResult:
-    """Run one job and store its output under ``outputs/<job id>/``."""
+    """Run one job and store its output under ``outputs/<job id>/``; ``phase`` hears where the
+    run is (denoising, encoding, storing)."""
     spec = task.spec
     kind = Task(spec.task)
     engine = engines.get(kind)
@@ -88,10 +93,12 @@ def execute(
         assert isinstance(engine, ImageToVideoEngine)
         composer = engines.get(Task.IMAGE_TO_IMAGE)
         assert composer is None or isinstance(composer, ImageToImageEngine)
-        key, content_type, meta = _video(engine, spec, inputs, blobs, prefix, progress, composer)
+        key, content_type, meta = _video(
+            engine, spec, inputs, _Out(blobs, prefix, phase), progress, composer
+        )
     else:
         assert isinstance(engine, ImageToImageEngine)
-        key, content_type, meta = _image(engine, spec, inputs, blobs, prefix, progress)
+        key, content_type, meta = _image(engine, spec, inputs, _Out(blobs, prefix, phase), progress)
     return RunResult(
         output_key=key,
         content_type=content_type,
@@ -114,6 +121,15 @@ def _facts(info: Mapping[str, object]) -> Facts:
         raise ExecutionError(f"the engine reported facts that are not JSON: {exc}") from exc
 
 
+class _Out:
+    """Where a run's output goes, and who hears its phases."""
+
+    def __init__(self, blobs: Blobs, prefix: str, phase: Callable[[Phase], None]) -> None:
+        self.blobs = blobs
+        self.prefix = prefix
+        self.phase = phase
+
+
 def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
     return lambda value: progress((index + value) / count)
 
@@ -129,8 +145,7 @@ def _video(
     engine: ImageToVideoEngine,
     spec: VideoSpec,
     inputs: Inputs,
-    blobs: Blobs,
-    prefix: str,
+    out: _Out,
     progress: ProgressFn,
     composer: ImageToImageEngine | None = None,
 ) -> tuple[str, str, Facts]:
@@ -167,6 +182,7 @@ def _video(
             elements=() if composed else elements,
             seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
         )
+        out.phase("denoising")
         result = _checked(engine.generate(job, _scaled(progress, index, len(shots))))
         frames, audio, rate = conform_video(
             result,
@@ -182,12 +198,14 @@ def _video(
     has_audio = audio_on and all(part is not None for part in audio_parts)
     all_audio = join_audio(audio_parts, rate) if has_audio else None
     all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
-    path = blobs.scratch(".mp4")
+    path = out.blobs.scratch(".mp4")
     try:
+        out.phase("encoding")
         # A cancel still stops the job while it encodes (seconds for a long 1080p clip).
         encode_mp4(path, all_frames, fps, all_audio, rate, check=lambda: progress(1.0))
-        key = f"{prefix}/output.mp4"
-        blobs.put_file(key, path)
+        key = f"{out.prefix}/output.mp4"
+        out.phase("storing")
+        out.blobs.put_file(key, path)
     finally:
         path.unlink(missing_ok=True)
     meta: Facts = {
@@ -251,8 +269,7 @@ def _image(
     engine: ImageToImageEngine,
     spec: ImageSpec,
     inputs: Inputs,
-    blobs: Blobs,
-    prefix: str,
+    out: _Out,
     progress: ProgressFn,
 ) -> tuple[str, str, Facts]:
     elements = inputs.elements(spec.elements)
@@ -264,11 +281,15 @@ def _image(
         elements=elements,
         seed=spec.seed,
     )
+    out.phase("denoising")
     result = engine.generate(job, progress)
     image = conform_image(result.image, job.width, job.height)
     fmt = spec.output_format
-    key = f"{prefix}/output.{fmt}"
-    blobs.put_bytes(key, encode_image(image, fmt))
+    key = f"{out.prefix}/output.{fmt}"
+    out.phase("encoding")
+    data = encode_image(image, fmt)
+    out.phase("storing")
+    out.blobs.put_bytes(key, data)
     meta: Facts = {"width": job.width, "height": job.height, "format": fmt}
     meta.update({k: v for k, v in _facts(result.info).items() if k not in meta})
     return key, IMAGE_MIME[fmt], meta

@@ -42,6 +42,7 @@ from kinema.runners.protocol import (
     Failed,
     Fatal,
     Heartbeat,
+    PhaseChanged,
     Progress,
     Ready,
     Run,
@@ -189,7 +190,7 @@ class WorkerProcess:
                     self._proc.kill()
 
     def _dispatch(self, event: object) -> None:
-        if not isinstance(event, Progress | Heartbeat | Done | Failed | Cancelled):
+        if not isinstance(event, Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled):
             return
         run = self._runs.get(event.job_id)
         if run is None:  # a late event for a run that has ended
@@ -200,6 +201,8 @@ class WorkerProcess:
         if isinstance(event, Progress):
             run.moved = now
             run.on_progress(event.value)
+        elif isinstance(event, PhaseChanged):
+            run.moved = now  # a phase begun is progress (published with the media-path work)
         elif isinstance(event, Heartbeat):
             if event.steps != run.steps:
                 run.steps, run.moved = event.steps, now

@@ -3,10 +3,10 @@ and the messages between the API process and a worker process — typed, encoded
 
 Parent → worker (:data:`Command`): :class:`Run` (a :class:`RunTask`) and :class:`Cancel`.
 Worker → parent (:data:`Event`): :class:`Ready` or :class:`Fatal` once at start-up; then per job
-:class:`Progress` and :class:`Heartbeat` while it runs, and exactly one of :class:`Done`,
-:class:`Failed` or :class:`Cancelled`. One JSON object per line; :func:`encode` writes any
-message, :func:`decode_event` / :func:`decode_command` read them back (and refuse anything that
-is not exactly a known message).
+:class:`Progress`, :class:`PhaseChanged` and :class:`Heartbeat` while it runs, and exactly one
+of :class:`Done`, :class:`Failed` or :class:`Cancelled`. One JSON object per line;
+:func:`encode` writes any message, :func:`decode_event` / :func:`decode_command` read them back
+(and refuse anything that is not exactly a known message).
 """
 
 from __future__ import annotations
@@ -99,6 +99,16 @@ class Progress(_Message):
     value: float = Field(ge=0, le=1)
 
 
+Phase = Literal["loading", "denoising", "decoding", "encoding", "storing"]
+"""Where a run is: what its progress is spent on."""
+
+
+class PhaseChanged(_Message):
+    event: Literal["phase"] = "phase"
+    job_id: str
+    phase: Phase
+
+
 class Heartbeat(_Message):
     """The worker is alive; ``steps`` counts the engine's progress calls so far (a run whose
     count stops moving is stalled even though its process answers)."""
@@ -125,16 +135,12 @@ class Cancelled(_Message):
     job_id: str
 
 
-Event = Annotated[
-    Ready | Fatal | Progress | Heartbeat | Done | Failed | Cancelled,
-    Field(discriminator="event"),
-]
-JobEvent = Progress | Heartbeat | Done | Failed | Cancelled
+AnyEvent = Ready | Fatal | Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
+Event = Annotated[AnyEvent, Field(discriminator="event")]
+JobEvent = Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
 """The events about one job."""
 
-_EVENTS: TypeAdapter[Ready | Fatal | Progress | Heartbeat | Done | Failed | Cancelled] = (
-    TypeAdapter(Event)
-)
+_EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 _COMMANDS: TypeAdapter[Run | Cancel] = TypeAdapter(Command)
 
 
@@ -143,7 +149,7 @@ def encode(message: _Message) -> bytes:
     return message.__pydantic_serializer__.to_json(message) + b"\n"
 
 
-def decode_event(line: bytes) -> Ready | Fatal | Progress | Heartbeat | Done | Failed | Cancelled:
+def decode_event(line: bytes) -> AnyEvent:
     return _EVENTS.validate_json(line)
 
 

@@ -37,6 +37,8 @@ from kinema.runners.protocol import (
     Failed,
     Fatal,
     Heartbeat,
+    Phase,
+    PhaseChanged,
     Progress,
     Ready,
     Run,
@@ -48,7 +50,7 @@ from kinema.runners.protocol import (
 )
 from kinema.storage.blobs import Blobs, open_blobs
 
-Event = Ready | Fatal | Progress | Heartbeat | Done | Failed | Cancelled
+Event = Ready | Fatal | Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
 
 
 class Channel:
@@ -163,8 +165,12 @@ def _run_one(
             last[0] = value
             channel.send(Progress(job_id=job_id, value=round(value, 4)))
 
+    def phase(name: Phase) -> None:
+        heart.steps += 1
+        channel.send(PhaseChanged(job_id=job_id, phase=name))
+
     try:
-        result = execute(engines, task, blobs, progress)
+        result = execute(engines, task, blobs, progress, phase)
     except EngineCancelled:
         channel.send(Cancelled(job_id=job_id))
     except ExecutionError as exc:
