@@ -70,3 +70,51 @@ async def _only_job(c: Ctx) -> Job | None:
     ids = await c.svc.db.read(lambda conn: [r.id for r in conn.execute(select(jobs.c.id))])
     assert len(ids) <= 1
     return await c.svc.jobs.get(ids[0]) if ids else None
+
+
+async def test_a_client_with_an_idempotency_key_can_come_back_for_its_video(
+    tmp_path: Path,
+) -> None:
+    """With an Idempotency-Key the client said it may retry: its disconnect does not cancel the
+    job, and the retry attaches to it and gets the video, charged once."""
+    runner = await start_runner(["test-slow-video", "test-echo-image"], tmp_path / "m")
+    settings = make_settings(
+        tmp_path,
+        engines={"preset": "custom", "video_preset": "test-slow-video"},
+        jobs={"poll_interval_s": 0.1},
+    )
+    settings.engines.image_preset = "test-echo-image"
+    sock = socket.create_server(("127.0.0.1", 0))
+    try:
+        async with app_context(settings, runner) as c:
+            key = await c.key(credits=5)
+            config = uvicorn.Config(c.app, lifespan="off", log_level="error")
+            server = uvicorn.Server(config)
+            serve = asyncio.create_task(server.serve(sockets=[sock]))
+            for _ in range(500):  # bounded: 5 s
+                if server.started:
+                    break
+                await asyncio.sleep(0.01)
+            port = sock.getsockname()[1]
+            url = f"http://127.0.0.1:{port}/v1/kling-3-standard-image2video"
+            body = {"start_image_url": B64, "prompt": "steps=30", "duration": "3"}
+            h = {"x-api-key": key, "Idempotency-Key": "come-back"}
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post(url, json=body, headers=h)
+            await asyncio.sleep(1.0)  # longer than the disconnect takes to notice
+            job = await _only_job(c)
+            assert job is not None and not job.status.final
+            async with httpx.AsyncClient(timeout=30) as client:
+                r = await client.post(url, json=body, headers=h)
+            assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+            assert r.headers["x-request-id"] == job.id
+            assert r.headers["x-idempotent-replay"] == "true"
+            record = await c.svc.keys.authenticate(key)
+            charged = 5_000_000 - 378_000
+            assert await ledger_and_balance(c.svc, record.id) == (charged, charged)
+            server.should_exit = True
+            await asyncio.wait_for(serve, 10)
+    finally:
+        sock.close()
+        await runner.close()

@@ -24,7 +24,13 @@ from kinema.api.deps import (
 from kinema.api.headers import generation_headers
 from kinema.api.schemas import ErrorResponse
 from kinema.api.service import Submission
-from kinema.errors import BackendUnavailable, ClientGone, GenerationTimeout, KinemaError
+from kinema.errors import (
+    BackendUnavailable,
+    ClientGone,
+    GenerationTimeout,
+    InvalidRequest,
+    KinemaError,
+)
 from kinema.jobs.models import Status
 from kinema.jobs.schemas import AsyncSubmitResponse
 from kinema.jobs.service import CLIENT_GONE, SHUT_DOWN, WORKER_LOST
@@ -36,7 +42,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code in (400, 401, 403, 404, 406, 410, 413, 429, 500, 502, 504)
 }
 SvcDep = Annotated[Services, Depends(services)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+MAX_IDEMPOTENCY_KEY = 200
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
+]
 
 
 async def _submit(
@@ -53,14 +62,24 @@ async def _submit(
     )
 
 
-async def generate_sync(request: Request, slug: str) -> Response:
-    # The sync path (a DirectRoute: see install_sync).
+async def generate_sync(
+    request: Request, slug: str, idempotency_key: IdempotencyKey = None
+) -> Response:
+    # The sync path (a DirectRoute: see install_sync). ``idempotency_key`` is declared for the
+    # OpenAPI document; a DirectRoute passes path parameters only, so it is read from the
+    # headers here.
     svc = services_of(request)
-    sub, parsed = await _submit(request, svc, slug, sync=True)
-    # Inserted claimed (PROCESSING) only when handed to this process's own dispatcher.
-    known = sub.job if sub.job.status is Status.PROCESSING else None
+    idempotency_key = _idempotency_key(request)
+    sub, parsed = await _submit(request, svc, slug, sync=True, idempotency_key=idempotency_key)
+    # Inserted claimed (PROCESSING) only when handed to this process's own dispatcher (never a
+    # replay: that one is read from the store).
+    fresh = sub.balance_micros is not None
+    known = sub.job if fresh and sub.job.status is Status.PROCESSING else None
+    # A client that gave an Idempotency-Key may come back for the result (a retry attaches to
+    # the same job), so its disconnect does not cancel the job; without one, nobody can.
+    gone = None if idempotency_key else request.is_disconnected
     job = await svc.jobs.wait_final(
-        sub.job.id, svc.settings.server.sync_timeout_s, known=known, gone=request.is_disconnected
+        sub.job.id, svc.settings.server.sync_timeout_s, known=known, gone=gone
     )
     if not job.status.final and await request.is_disconnected():
         # Nobody will read the answer: stop the generation and refund it (a run that finishes
@@ -82,6 +101,9 @@ async def generate_sync(request: Request, slug: str) -> Response:
     if balance is None or job.status is not Status.COMPLETED:
         balance = await svc.keys.balance(sub.key.id)
     headers = generation_headers(job, balance, sub.rate)
+    if idempotency_key:
+        headers["idempotency-key"] = idempotency_key
+        headers["x-idempotent-replay"] = "false" if fresh else "true"
     if job.status is Status.FAILED:
         raise _sync_failure(job.error or "generation failed", headers)
     assert job.output_key is not None and job.output_content_type is not None
@@ -90,6 +112,15 @@ async def generate_sync(request: Request, slug: str) -> Response:
         encoded = base64.b64encode(data).decode()
         return JSONResponse({sub.endpoint.base64_field: encoded}, headers=headers)
     return Response(data, media_type=job.output_content_type, headers=headers)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    if value is not None and not 0 < len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(
+            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters (got {len(value)})"
+        )
+    return value
 
 
 OTHER_V1_PATHS = frozenset({"get-user-credits"})
