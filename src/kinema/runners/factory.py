@@ -18,7 +18,7 @@ from kinema.storage.factory import storage_target
 def worker_config(settings: Settings) -> WorkerConfig:
     engines = settings.engines
     options = LoadOptions(
-        models_dir=settings.models_dir,
+        models_dir=settings.models_dir.resolve(),  # the worker may start elsewhere
         device=engines.device,
         dtype=engines.dtype,
         cpu_offload=engines.cpu_offload,
