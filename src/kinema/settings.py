@@ -133,6 +133,9 @@ class FetchSettings(_Section):
     """Hosts, IPs or CIDR networks that input URLs may reach even though they are private,
     loopback or link-local. Empty: only public addresses."""
     max_pixels: int = Field(40_000_000, gt=0)
+    max_request_pixels: int = Field(120_000_000, gt=0)
+    """All of one request's input images together (start, end, element and reference images):
+    bounds the memory a request can make the API and the worker spend decoding."""
 
 
 class PoolSettings(_Section):

@@ -32,6 +32,7 @@ from kinema.engines.registry import Preset, get_preset, load_plugins
 from kinema.errors import (
     Gone,
     InsufficientCredits,
+    InvalidRequest,
     KinemaError,
     NotAcceptable,
     NotFound,
@@ -264,13 +265,25 @@ class GenerationService:
         event-loop turns."""
         downloads = [ref for ref in refs if is_url(ref.value)]
         if len(downloads) <= 1:
-            return [await self._fetch(ref) for ref in refs]
-        return list(await asyncio.gather(*(self._fetch(ref) for ref in refs)))
+            fetched = [await self._fetch(ref) for ref in refs]
+        else:
+            fetched = list(await asyncio.gather(*(self._fetch(ref) for ref in refs)))
+        total, budget = (
+            sum(pixels for _, pixels in fetched),
+            self._settings.fetch.max_request_pixels,
+        )
+        if total > budget:
+            raise InvalidRequest(
+                f"the request's {len(refs)} images have {total:,} pixels in all, over the "
+                f"limit of {budget:,} (fetch.max_request_pixels); send smaller images (the "
+                "engines work at about 1-2 megapixels per image)"
+            )
+        return [data for data, _ in fetched]
 
-    async def _fetch(self, ref: MediaRef) -> bytes:
+    async def _fetch(self, ref: MediaRef) -> tuple[bytes, int]:
         data = await self.fetch(ref.value, field=ref.field)
-        check_header(data, field=ref.field, max_pixels=self._settings.fetch.max_pixels)
-        return data
+        pixels = check_header(data, field=ref.field, max_pixels=self._settings.fetch.max_pixels)
+        return data, pixels
 
     async def _verify_all(self, refs: MediaRefs, blobs: list[bytes]) -> None:
         """Every input fully decoded (corrupt or truncated data is a 400)."""

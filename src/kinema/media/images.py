@@ -41,13 +41,16 @@ def decode_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Im
     return _to_rgb(_upright(verify_image(data, field=field, max_pixels=max_pixels)))
 
 
-def check_header(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> None:
+def check_header(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> int:
     """The checks of :func:`verify_image` that need only the header — not empty, an accepted
     format, within the pixel limit: what must hold before any process decodes the image (no
-    decompression bomb gets past it). Tens of microseconds; no pixel is decoded."""
+    decompression bomb gets past it). Tens of microseconds; no pixel is decoded. Returns the
+    image's pixel count."""
     if not data:
         raise InvalidInput(f"{field}: image data is empty")
-    _open(data, field=field, max_pixels=max_pixels).close()
+    with _open(data, field=field, max_pixels=max_pixels) as image:
+        width, height = image.size
+    return width * height
 
 
 def verify_image(data: bytes, *, field: str, max_pixels: int = 40_000_000) -> Image.Image:

@@ -43,9 +43,10 @@ class Inputs:
         self._blobs = blobs
         self._inline = inline
 
-    def image(self, key: str) -> Image.Image:
+    def image(self, key: str, *, cover: tuple[int, int] | None = None) -> Image.Image:
         """Upright RGB (EXIF orientation applied, transparency on white, 16-bit scaled): the
-        one normalisation every input image goes through."""
+        one normalisation every input image goes through — then shrunk to what the engine
+        uses (:func:`_shrunk`), so a request's images never stay in memory at full size."""
         name = key.rsplit("/", 1)[-1].split("-", 1)[-1]
         data = self._inline.get(key)
         if data is None:
@@ -58,9 +59,10 @@ class Inputs:
                     "submit the request again"
                 ) from None
         try:
-            return decode_image(data, field=name)
+            image = decode_image(data, field=name)
         except KinemaError as exc:
             raise ExecutionError(exc.message) from exc
+        return _shrunk(image, cover)
 
     def elements(self, elements: tuple[ElementInputs, ...]) -> tuple[Element, ...]:
         return tuple(
@@ -70,6 +72,24 @@ class Inputs:
             )
             for e in elements
         )
+
+
+REFERENCE_MAX_SIDE = 2048
+"""Element and reference images are kept at most this large (the engines work at 1-2 MP)."""
+
+
+def _shrunk(image: Image.Image, cover: tuple[int, int] | None) -> Image.Image:
+    """``image`` no larger than needed: twice the size that still covers ``cover`` (an output
+    the image is center-cropped to), else :data:`REFERENCE_MAX_SIDE` on its long side."""
+    width, height = image.size
+    if cover is None:
+        scale = REFERENCE_MAX_SIDE / max(width, height)
+    else:
+        scale = 2 * max(cover[0] / width, cover[1] / height)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def execute(
@@ -154,7 +174,7 @@ def _video(
     engine that takes no reference images, are first composed into the start frame by the
     image engine."""
     fps, audio_on, seed = spec.fps, spec.generate_audio, spec.seed
-    start = inputs.image(spec.start_image)
+    start = inputs.image(spec.start_image, cover=(spec.width, spec.height))
     elements = inputs.elements(spec.elements)
     composed = bool(elements) and engine.capabilities.max_references == 0
     if composed:
@@ -172,7 +192,11 @@ def _video(
             prompt=prompt,
             negative_prompt=spec.negative_prompt,
             start_image=start,
-            end_image=inputs.image(spec.end_image) if spec.end_image and last else None,
+            end_image=(
+                inputs.image(spec.end_image, cover=(spec.width, spec.height))
+                if spec.end_image and last
+                else None
+            ),
             width=spec.width,
             height=spec.height,
             num_frames=seconds * fps,
@@ -275,7 +299,7 @@ def _image(
     elements = inputs.elements(spec.elements)
     job = ImageJob(
         prompt=reference_prompt(spec.prompt, [len(e.references) for e in elements]),
-        image=inputs.image(spec.image),
+        image=inputs.image(spec.image, cover=(spec.width, spec.height)),
         width=spec.width,
         height=spec.height,
         elements=elements,
