@@ -67,7 +67,7 @@ def test_each_answer_gets_an_access_line(server: Server) -> None:
     r = httpx.get(f"{server.url}/v1/get-user-credits?probe=1", headers={"x-api-key": server.key})
     assert r.status_code == 200
     line = '"GET /v1/get-user-credits?probe=[redacted] HTTP/1.1" 200 OK'  # names, no values
-    for _ in range(50):  # written just after the answer
+    for _ in range(200):  # written just after the answer (bounded: 20 s on a loaded machine)
         if line in server.log.read_text():
             assert "probe=1" not in server.log.read_text()
             return
