@@ -263,8 +263,11 @@ class WorkerProcess:
                     await self._send(Cancel(job_id=task.job_id))
             raise
         finally:
-            if self._runs.get(task.job_id) is run:
-                self._end(task.job_id, RunnerLost("run abandoned"))
+            if self._runs.get(task.job_id) is run:  # never sent, or given up: forget it
+                del self._runs[task.job_id]
+                if run.timer is not None:
+                    run.timer.cancel()
+                run.future.cancel()
 
     def _check(self, job_id: str) -> None:
         """A run's limits, every ``tick_s`` while it is in flight."""
