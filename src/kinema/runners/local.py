@@ -185,9 +185,7 @@ class WorkerProcess:
             self._closed_stream = True
             for job_id, run in list(self._runs.items()):
                 self._end(job_id, run.ended_by or RunnerLost("the worker process exited"))
-            if self._proc is not None and self._proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
+            self._kill()
 
     def _dispatch(self, event: object) -> None:
         if not isinstance(event, Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled):
@@ -213,13 +211,16 @@ class WorkerProcess:
         else:
             self._end(event.job_id, RunCancelled(RunCancelled.DEFAULT))
 
-    def _end(self, job_id: str, outcome: RunResult | RunnerError) -> None:
+    def _forget(self, job_id: str) -> _Run | None:
+        """Take a run out of the book, its limit checks stopped."""
         run = self._runs.pop(job_id, None)
-        if run is None:
-            return
-        if run.timer is not None:
+        if run is not None and run.timer is not None:
             run.timer.cancel()
-        if run.future.done():
+        return run
+
+    def _end(self, job_id: str, outcome: RunResult | RunnerError) -> None:
+        run = self._forget(job_id)
+        if run is None or run.future.done():
             return
         if isinstance(outcome, RunResult):
             run.future.set_result(outcome)
@@ -264,9 +265,7 @@ class WorkerProcess:
             raise
         finally:
             if self._runs.get(task.job_id) is run:  # never sent, or given up: forget it
-                del self._runs[task.job_id]
-                if run.timer is not None:
-                    run.timer.cancel()
+                self._forget(task.job_id)
                 run.future.cancel()
 
     def _check(self, job_id: str) -> None:

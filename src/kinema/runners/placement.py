@@ -35,8 +35,6 @@ class Device:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    name: str
-    """The task it serves (``image-to-video``)."""
     preset: str
     loads: tuple[str, ...]
     """The presets each worker loads: the pool's own first."""
@@ -44,6 +42,11 @@ class PoolPlan:
     workers: tuple[tuple[int, ...] | None, ...]
     """Each worker's GPU indices; None: no GPU placement (CPU machine)."""
     run_timeout_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The task it serves (``image-to-video``): one pool per task."""
+        return self.task.value
 
 
 def pools_of(settings: EngineSettings) -> list[PoolSettings]:
@@ -88,9 +91,7 @@ def plan(
                 holders[index].append(f"{pool.preset} worker {n} ({' + '.join(loads)})")
             workers.append(gpus)
         task = preset.task
-        plans.append(
-            PoolPlan(task.value, pool.preset, loads, task, tuple(workers), pool.run_timeout_s)
-        )
+        plans.append(PoolPlan(pool.preset, loads, task, tuple(workers), pool.run_timeout_s))
     _check_fit(devices, used, holders, cpu_offload)
     return plans
 
