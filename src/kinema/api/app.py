@@ -14,6 +14,7 @@ from kinema.api import routes as generation_routes
 from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
 from kinema.jobs import routes as job_routes
+from kinema.jobs.relay import Relay
 from kinema.runners.base import Runner
 from kinema.settings import Settings
 from kinema.storage import routes as storage_routes
@@ -32,10 +33,12 @@ PUBLIC_ROUTES = frozenset(
 """Routes that take no API key (a test fails on any other route that does not authenticate)."""
 
 
-def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, runner: Runner | None = None, relay: Relay | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services(settings, runner) as svc:
+        async with services(settings, runner, relay) as svc:
             app.state.services = svc
             yield
 

@@ -13,6 +13,7 @@ from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
 from kinema.jobs.dispatcher import Dispatcher
 from kinema.jobs.notify import Notifier
+from kinema.jobs.relay import Relay, open_relay
 from kinema.jobs.retention import run_periodically
 from kinema.jobs.service import JobService
 from kinema.jobs.webhooks import deliver_forever
@@ -26,9 +27,12 @@ from kinema.voices.service import VoiceService
 
 
 @contextlib.asynccontextmanager
-async def services(settings: Settings, runner: Runner | None = None) -> AsyncIterator[Services]:
+async def services(
+    settings: Settings, runner: Runner | None = None, relay: Relay | None = None
+) -> AsyncIterator[Services]:
     """Everything an app needs; ``runner`` may be injected (tests share one across apps) and is
-    then neither started nor closed here. With ``engines.workers = 0`` and no runner, this is an
+    then neither started nor closed here; so may ``relay`` (replicas in one process), which is
+    started and closed here. With ``engines.workers = 0`` and no runner, this is an
     API-only replica: it accepts and answers requests, other processes run the jobs."""
     presets = configured_presets(settings)  # an unknown preset fails here, before any worker
     secret = settings.secret()
@@ -45,7 +49,12 @@ async def services(settings: Settings, runner: Runner | None = None) -> AsyncIte
         http = await stack.enter_async_context(guarded_client(policy))
         storage = open_storage(settings, secret)
         keys = KeyService(db, secret, cache_s=settings.billing.key_cache_s)
-        jobs = JobService(db, settings, Notifier())
+        relay = open_relay(settings) if relay is None else relay
+        notifier = Notifier(relay)
+        if relay is not None:
+            await relay.start(notifier.deliver)
+            stack.push_async_callback(relay.close)
+        jobs = JobService(db, settings, notifier)
         limiter = RateLimiter(
             settings.rate_limit.default,
             settings.rate_limit.storage_url,

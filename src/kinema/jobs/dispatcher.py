@@ -71,6 +71,8 @@ class Dispatcher:
         """Settles waiting for the next job to be sent to a worker (:meth:`_next_dispatch`)."""
         self._interrupted: set[str] = set()
         """Jobs whose runs a stop cancelled (their end is :meth:`_hand_back`'s to settle)."""
+        self._cancels: set[asyncio.Task[None]] = set()
+        jobs.notifier.on_cancel = self._cancel_requested
 
     @property
     def idle(self) -> bool:
@@ -109,6 +111,14 @@ class Dispatcher:
         await asyncio.gather(*running, return_exceptions=True)
         await self._hand_back(interrupted)
         await self._leases.stop()
+
+    def _cancel_requested(self, job_id: str) -> None:
+        """A cancel was asked for, through this replica or another: a run held here stops now
+        (the next lease renewal would find the request too, within a second)."""
+        if job_id in self._held and self._slots.running(job_id):
+            task = asyncio.create_task(self._runner.cancel(job_id), name=f"cancel-{job_id}")
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
 
     async def _run_forever(self) -> None:
         wake = self._jobs.notifier.work_available

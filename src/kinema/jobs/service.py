@@ -150,6 +150,7 @@ class JobService:
             return await self._reload(job.id)
         if not job.status.final:
             await self._db.write(lambda conn: repo.request_cancel(conn, job.id))
+            self.notifier.cancel_requested(job.id)
         return await self._reload(job.id)
 
     async def _reload(self, job_id: str) -> Job:
