@@ -78,7 +78,13 @@ class JobSettings(_Section):
     """On shutdown, how long running jobs may take to finish before they are left to their
     lease (and retried by the next process)."""
     poll_interval_s: float = Field(0.5, gt=0)
-    """Dispatcher poll period when no in-process wake-up arrives (other API replicas' jobs)."""
+    """How often the job store is polled for changes no wake-up announced (a fallback: with
+    ``relay`` on PostgreSQL, other replicas' submits, finishes and cancels wake at once)."""
+    relay: bool = True
+    """Carry wake-ups between replicas through the store's notifications (PostgreSQL
+    ``LISTEN/NOTIFY`` on one connection per replica). Off: replicas see each other's changes
+    by polling only (e.g. behind a transaction-pooling proxy that does not carry ``LISTEN``).
+    No effect on SQLite."""
     run_timeout_s: float = Field(3600.0, gt=0)
     """Longest a run may take; past it the worker is killed (and restarted) and the job FAILED
     and refunded."""
