@@ -382,7 +382,7 @@ class Dispatcher:
             "output_metadata": result.metadata,
             "inference_time": result.inference_time,
         }
-        if job.sync:
+        if job.sync and self._jobs.notifier.watched(job.id):
             # The output is stored and its price was taken at submit: the waiting client gets
             # its answer first, the COMPLETED row a moment later, once the client's next request
             # (sent as soon as it has read this answer) is on its way to a worker — the settle
@@ -390,11 +390,12 @@ class Dispatcher:
             # the next request's path whenever its checks took longer than that delay.) A crash
             # in between leaves the job to its lease: it runs again and is still charged once.
             # Readers in this process see the final job meanwhile (JobService.get consults the
-            # notifier).
+            # notifier). A client waiting on another replica is not made to wait for that: it
+            # is answered from the settled row, so a job no one waits for here settles at once.
             finished = dataclasses.replace(
                 job, status=Status.COMPLETED, progress=1.0, finished_at=time.time(), **values
             )
-            self._jobs.notifier.job_finished(finished)
+            self._jobs.notifier.job_finished(finished, publish=False)
             await self._next_dispatch(SETTLE_AFTER_ANSWER_S)
         final = await self._jobs.settle_completed(job, self.owner, **values)
         if final is None:

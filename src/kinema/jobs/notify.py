@@ -62,14 +62,16 @@ class Notifier:
         if self._relay is not None:
             self._relay.publish(Wake.SUBMITTED, "")
 
-    def job_finished(self, job: Job) -> None:
+    def job_finished(self, job: Job, *, publish: bool = True) -> None:
+        """``job`` is final; ``publish=False``: announced in this process only (a job answered
+        before its row is settled: other replicas would find it unfinished)."""
         self._recent[job.id] = job
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
         for watch in self._finished.get(job.id, ()):
             watch.job = job
             watch.event.set()
-        if self._relay is not None:
+        if publish and self._relay is not None:
             self._relay.publish(Wake.FINISHED, job.id)
 
     def cancel_requested(self, job_id: str) -> None:
@@ -93,6 +95,10 @@ class Notifier:
             for watches in self._finished.values():
                 for watch in watches:
                     watch.event.set()
+
+    def watched(self, job_id: str) -> bool:
+        """Someone in this process waits for ``job_id`` to finish."""
+        return job_id in self._finished
 
     def recent(self, job_id: str) -> Job | None:
         """The final job if this process announced it lately (a waiter that registers late)."""
