@@ -15,18 +15,12 @@ In one run, on loopback:
 Prints a table and writes JSON (default bench/results/queue.json). Bounded in count and time.
 Needs PostgreSQL (``--pg``, default ``postgresql://postgres@127.0.0.1:5432/postgres``); it
 creates and drops a database of its own.
-Usage: python bench/queue.py [--jobs 400] [--concurrency 16] [--sync 60] [--out PATH]
+Named job_queue, not queue: a queue.py in bench/ would stand in for the standard library's
+queue module in every script run from here.
+Usage: python bench/job_queue.py [--jobs 400] [--concurrency 16] [--sync 60] [--out PATH]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file shares its name with the standard library's queue module: take its folder off the
-# import path before anything imports that module.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
 
 import argparse
 import asyncio
@@ -34,15 +28,17 @@ import http.client
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from importlib import util
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from gateway import free_port, percentile, small_png, wait_healthy
 from kinema.api.endpoints import ENDPOINTS
 from kinema.billing.service import KeyService
 from kinema.jobs.dispatcher import Dispatcher
@@ -54,17 +50,6 @@ from kinema.runners.base import RunResult, RunTask
 from kinema.settings import Settings
 from kinema.storage.local import LocalStorage
 from kinema.store.db import open_database
-
-_spec = util.spec_from_file_location("gateway", HERE / "gateway.py")
-assert _spec is not None and _spec.loader is not None
-gateway = util.module_from_spec(_spec)
-_spec.loader.exec_module(gateway)
-free_port, percentile, small_png, wait_healthy = (
-    gateway.free_port,
-    gateway.percentile,
-    gateway.small_png,
-    gateway.wait_healthy,
-)
 
 SLUG = "kling-3-image2image"
 DEADLINE_S = 600  # hard bound on the whole run
@@ -191,7 +176,6 @@ def start_replica(
             str(port),
         ],
         env=replica_env,
-        cwd=HERE.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
