@@ -29,7 +29,7 @@ from kinema.engines.registry import LoadOptions
 from kinema.runners.local import LocalRunner, RunLimits
 from kinema.runners.protocol import WorkerConfig
 from kinema.settings import Settings
-from kinema.storage.target import StorageTarget
+from kinema.storage.target import LocalTarget
 
 PLUGINS = ["tests.fixtures.engines"]
 # pytest imports this file as ``conftest`` and the tests import it as ``tests.conftest``: the
@@ -73,7 +73,7 @@ def worker_config(presets: list[str], models_dir: Path, **kwargs: Any) -> Worker
         presets=tuple(presets),
         load_options=LoadOptions(models_dir=models_dir),
         plugins=tuple(PLUGINS),
-        storage=StorageTarget(root=str(STORAGE)),
+        storage=LocalTarget(root=str(STORAGE)),
         **kwargs,
     )
 

@@ -16,6 +16,7 @@
     ├── GenerationFailed (422)        the generation ran and failed (async answers)
     ├── RateLimited (429)             carries retry_after seconds
     ├── BackendUnavailable (502)      no worker / runner could take the job
+    ├── StorageUnavailable (503)      the storage (S3) is unreachable or refuses the service
     ├── GenerationTimeout (504)       the sync wait ran out
     └── ClientGone (499)              a sync client disconnected (nobody reads the answer)
 """
@@ -105,6 +106,14 @@ class RateLimited(KinemaError):
 class BackendUnavailable(KinemaError):
     status_code = 502
     default_message = "generation backend unavailable"
+
+
+class StorageUnavailable(KinemaError):
+    """The storage cannot be reached, or refuses this server's credentials: nothing about the
+    request is wrong, and the same request may succeed once the storage is back."""
+
+    status_code = 503
+    default_message = "the storage is unavailable"
 
 
 class GenerationTimeout(KinemaError):

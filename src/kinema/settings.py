@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -53,12 +61,61 @@ class DatabaseSettings(_Section):
     echo: bool = False
 
 
+S3_MAX_URL_TTL_S = 7 * 86_400
+"""The longest an S3 presigned URL (signature version 4) may be valid."""
+
+
 class StorageSettings(_Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "s3"] = "local"
+    """``local``: a directory on this machine, its files served by the API through signed URLs.
+    ``s3``: an S3-compatible bucket, its outputs downloaded by clients through presigned URLs."""
     path: Path | None = None
     """Local output directory. Default: ``<data_dir>/files``."""
-    url_ttl_s: int = Field(3600, gt=0)
-    """Lifetime of signed file URLs handed to clients."""
+    bucket: str | None = Field(None, validate_default=True)
+    """The S3 bucket (required with ``backend = "s3"``); it must exist."""
+    endpoint_url: str | None = None
+    """The S3 API of an S3-compatible server (SeaweedFS, MinIO, R2, …), e.g.
+    ``http://127.0.0.1:8333``. Default: ``AWS_ENDPOINT_URL``, else AWS's for the region."""
+    prefix: str = ""
+    """Key prefix inside the bucket (e.g. ``kinema``: objects are ``kinema/outputs/…``), for
+    deployments sharing one bucket."""
+    region: str | None = None
+    """Default: ``AWS_REGION``, else ``AWS_DEFAULT_REGION``, else ``us-east-1``."""
+    # The secret first: the key ID's validator checks the pair and names the key ID, so a
+    # settings error never echoes the secret.
+    secret_access_key: SecretStr | None = None
+    """With ``access_key_id``; both absent: the standard AWS sources (``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``, web identity, instance metadata)."""
+    access_key_id: str | None = Field(None, validate_default=True)
+    """Not a secret: it appears in every presigned URL."""
+    url_ttl_s: int = Field(3600, gt=0, validate_default=True)
+    """Lifetime of signed file URLs handed to clients (S3: at most 7 days)."""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_for_s3(cls, bucket: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("backend") == "s3" and not bucket:
+            raise ValueError('storage.backend = "s3" needs storage.bucket (an existing bucket)')
+        return bucket
+
+    @field_validator("access_key_id")
+    @classmethod
+    def _key_pair(cls, key_id: str | None, info: ValidationInfo) -> str | None:
+        if "secret_access_key" in info.data and (key_id is None) != (
+            info.data["secret_access_key"] is None
+        ):
+            raise ValueError(
+                "give storage.access_key_id and storage.secret_access_key together, or neither "
+                "(then the AWS environment variables apply)"
+            )
+        return key_id
+
+    @field_validator("url_ttl_s")
+    @classmethod
+    def _presignable(cls, ttl_s: int, info: ValidationInfo) -> int:
+        if info.data.get("backend") == "s3" and ttl_s > S3_MAX_URL_TTL_S:
+            raise ValueError(f"S3 presigned URLs last at most {S3_MAX_URL_TTL_S} s (7 days)")
+        return ttl_s
 
 
 class RetentionSettings(_Section):

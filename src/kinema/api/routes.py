@@ -30,6 +30,7 @@ from kinema.errors import (
     GenerationTimeout,
     InvalidRequest,
     KinemaError,
+    StorageUnavailable,
 )
 from kinema.jobs.models import Status
 from kinema.jobs.schemas import AsyncSubmitResponse
@@ -107,7 +108,17 @@ async def generate_sync(
     if job.status is Status.FAILED:
         raise _sync_failure(job.error or "generation failed", headers)
     assert job.output_key is not None and job.output_content_type is not None
-    data = await svc.storage.get_bytes(job.output_key)
+    try:
+        data = await svc.storage.get_bytes(job.output_key)
+    except StorageUnavailable as exc:
+        # Not a 503: that tells a client the request did not run and may be sent again, and
+        # this one ran and was charged. Its output stays readable by its request id.
+        lost = KinemaError(
+            f"the generation completed but its output could not be read: {exc.message}; "
+            f"read it with GET /v2/requests/{job.id} once the storage is back"
+        )
+        lost.headers = headers
+        raise lost from exc
     if getattr(parsed, "base64", False):
         encoded = base64.b64encode(data).decode()
         return JSONResponse({sub.endpoint.base64_field: encoded}, headers=headers)

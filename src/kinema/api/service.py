@@ -37,6 +37,7 @@ from kinema.errors import (
     NotAcceptable,
     NotFound,
     RateLimited,
+    StorageUnavailable,
 )
 from kinema.jobs.handoff import Handoff, Handoffs
 from kinema.jobs.models import Job, NewJob, Webhook
@@ -198,7 +199,10 @@ class GenerationService:
                 await self._verify_all(refs, blobs)
             job, balance = await self._jobs.submit(new, handoff.lease if handoff else None)
         except BaseException as exc:
-            await self._discard_inputs(new.id, handoff)
+            # The submit's own error is the answer: a storage that is down cannot take the
+            # inputs back either (its adapter has logged that).
+            with contextlib.suppress(StorageUnavailable):
+                await self._discard_inputs(new.id, handoff)
             if isinstance(exc, InsufficientCredits):
                 self._funds[key.id] = 0
             raise

@@ -12,7 +12,7 @@ from kinema.runners.local import LocalPool, LocalRunner, RunLimits, WorkerProces
 from kinema.runners.placement import Device, detect_devices, plan
 from kinema.runners.protocol import WorkerConfig
 from kinema.settings import Settings
-from kinema.storage.factory import storage_target
+from kinema.storage.factory import storage_target, worker_environment
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -65,7 +65,7 @@ def open_runner(settings: Settings, devices: Sequence[Device] | None = None) -> 
                 config,
                 limits=pool_limits,
                 startup_timeout_s=engines.startup_timeout_s,
-                env=_pinned(gpus, inventory),
+                env={**worker_environment(settings), **_pinned(gpus, inventory)},
                 name=f"{pool.name} worker {n}" + (f" (GPU {_ids(gpus)})" if gpus else ""),
             )
             for n, gpus in enumerate(pool.workers)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from kinema.storage.paths import key_path
-from kinema.storage.target import StorageTarget
+from kinema.storage.target import S3_EXTRA, S3Target, StorageTarget
 
 PARTIAL_DIR = ".partial"
 """Scratch files under the local storage's root (same filesystem: stored by a rename)."""
@@ -74,4 +74,13 @@ class LocalBlobs:
 
 def open_blobs(target: StorageTarget) -> Blobs:
     """The worker's view of the configured storage."""
+    if isinstance(target, S3Target):
+        try:
+            # Imported here: the S3 client is an optional extra that local storage does not need.
+            from kinema.storage.s3 import S3Blobs, S3Location
+        except ModuleNotFoundError as exc:
+            if exc.name != "obstore":
+                raise
+            raise RuntimeError(S3_EXTRA) from exc
+        return S3Blobs(S3Location.from_target(target))
     return LocalBlobs(Path(target.root))
