@@ -117,6 +117,14 @@ class StorageSettings(_Section):
             raise ValueError(f"S3 presigned URLs last at most {S3_MAX_URL_TTL_S} s (7 days)")
         return ttl_s
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_path(cls, prefix: str) -> str:
+        prefix = prefix.strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError("a key prefix is names joined by /, without empty, . or .. parts")
+        return prefix
+
 
 class RetentionSettings(_Section):
     request_ttl_s: int = Field(86_400, ge=3600)

@@ -303,3 +303,34 @@ async def test_a_submit_while_the_store_is_down_is_a_503_and_charges_nothing(
         }
         credits = await c.client.get("/v1/get-user-credits", headers={"x-api-key": key})
         assert float(credits.json()["credits"]) == 1.0
+
+
+# A storage failing under a charged request ----------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_a_v1_output_that_cannot_be_read_back_is_not_an_answer_to_retry(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generation ran and was charged: a 503 would tell the client to send it again (and pay
+    twice). The answer is a 500 that names the request, whose result stays readable."""
+    storage = ctx.svc.storage
+
+    async def down(key: str) -> bytes:
+        raise StorageUnavailable("cannot read an object from S3 bucket 'media': timed out")
+
+    monkeypatch.setattr(storage, "get_bytes", down)
+    key = await ctx.key()
+    body = {"image_url": base64.b64encode(png()).decode(), "prompt": "x"}
+    r = await ctx.client.post("/v1/kling-3-image2image", json=body, headers={"x-api-key": key})
+    assert r.status_code == 500
+    rid = r.headers["x-request-id"]
+    assert r.json() == {
+        "error": "the generation completed but its output could not be read: cannot read an "
+        "object from S3 bucket 'media': timed out; "
+        f"read it with GET /v2/requests/{rid} once the storage is back"
+    }
+    monkeypatch.undo()
+    result = await ctx.client.get(f"/v2/requests/{rid}", headers={"x-api-key": key})
+    assert result.json()["status"] == "COMPLETED"
+    assert (await ctx.client.get(result.json()["output"])).content[:8] == b"\x89PNG\r\n\x1a\n"

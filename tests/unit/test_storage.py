@@ -80,6 +80,11 @@ def test_s3_settings_refuse_what_cannot_work() -> None:
     with pytest.raises(SettingsError, match=r"^setting storage.url_ttl_s: .* at most 604800 s"):
         load_settings(storage={**S3, "url_ttl_s": 8 * 86_400})
     assert load_settings(storage={"url_ttl_s": 8 * 86_400}).storage.url_ttl_s == 8 * 86_400
+    with pytest.raises(SettingsError, match=r"^setting storage.prefix: .* without empty"):
+        load_settings(storage={**S3, "prefix": "a//b"})
+    assert (
+        load_settings(storage={**S3, "prefix": "/kinema/media/"}).storage.prefix == "kinema/media"
+    )
 
 
 def test_a_worker_is_told_where_the_bucket_is_and_gets_the_credentials_in_its_environment(
