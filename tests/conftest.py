@@ -46,6 +46,12 @@ def _storage_removed() -> Iterator[None]:
     shutil.rmtree(STORAGE, ignore_errors=True)
 
 
+DATABASE_ENV = "_TESTS_DATABASE_URL"
+"""Names the job store of the running test when it is not the embedded default (set by the
+integration suite's PostgreSQL run; through the environment, like :data:`STORAGE`, so both
+imports of this file see it)."""
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": data_dir,
@@ -57,6 +63,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "rate_limit": {"default": "1000/minute"},
         "server": {"sync_timeout_s": 60},
     }
+    if DATABASE_ENV in os.environ:
+        base["database"] = {"url": os.environ[DATABASE_ENV]}
     for key, value in overrides.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
     return Settings(**base)
