@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from kinema.api.endpoints import ENDPOINTS
+from kinema.errors import StorageUnavailable
 from kinema.jobs import dispatcher as dispatcher_module
 from kinema.jobs import handoff as handoff_module
 from kinema.jobs import repository as repo
@@ -684,3 +685,29 @@ async def test_production_preset_without_weights_stops_startup(
             pass
     assert "hf download Lightricks/LTX-2.5-Diffusers" in str(err.value)
     assert "hf download black-forest-labs/FLUX.2-klein-4B" in str(err.value)
+
+
+async def test_a_storage_down_at_clean_up_leaves_the_job_settled(
+    ctx: Ctx, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a settled job's inputs fails (the storage went down after the output was
+    stored): the job stays COMPLETED and charged once, the leftovers are retention's."""
+    key = await ctx.key(credits=10)
+    h = {"x-api-key": key}
+
+    async def down(prefix: str) -> None:
+        raise StorageUnavailable(f"the storage is unavailable: {prefix}")
+
+    monkeypatch.setattr(ctx.svc.storage, "delete_prefix", down)
+    body = {"image_url": B64, "prompt": "x"}
+    rid = (await ctx.client.post(f"/v2/{IMAGE_SLUG}", json=body, headers=h)).json()["request_id"]
+    await wait_status(ctx.client, key, rid, "COMPLETED")
+    r = await ctx.client.get(f"/v2/requests/{rid}", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "COMPLETED"
+    deadline = time.monotonic() + 10
+    while not any("retention will" in rec.getMessage() for rec in caplog.records):
+        assert time.monotonic() < deadline, "the failed clean-up was not reported"
+        await asyncio.sleep(0.05)
+    key_id = (await ctx.svc.keys.authenticate(key)).id
+    ledger, balance = await ledger_and_balance(ctx.svc, key_id)
+    assert ledger == balance

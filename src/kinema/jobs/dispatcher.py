@@ -270,7 +270,7 @@ class Dispatcher:
             self._leases.release(held)
         # Kept only while a retry may still need them.
         if settled and (handoff is None or handoff.stored):
-            await self._storage.delete_prefix(f"inputs/{job.id}")
+            await self._discard(f"inputs/{job.id}")
 
     def _hold(self, held: Held, admitted: asyncio.Future[Job | None]) -> None:
         """A job started before its insert has its lease renewed once it is admitted."""
@@ -292,9 +292,9 @@ class Dispatcher:
         else:
             job = await handoff.admitted
         if job is None:  # withdrawn: no row, no charge; nothing of the run is kept
-            await self._storage.delete_prefix(f"outputs/{pending.id}")
+            await self._discard(f"outputs/{pending.id}")
             if handoff is not None and handoff.stored:
-                await self._storage.delete_prefix(f"inputs/{pending.id}")
+                await self._discard(f"inputs/{pending.id}")
             return True
         try:
             if isinstance(outcome, Exception):
@@ -401,7 +401,16 @@ class Dispatcher:
         if final is None:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
         elif final.status is not Status.COMPLETED:  # cancelled while it finished: refunded
-            await self._storage.delete_prefix(f"outputs/{job.id}")
+            await self._discard(f"outputs/{job.id}")
+
+    async def _discard(self, prefix: str) -> None:
+        """Delete what a settled job leaves behind; a storage that is down leaves it to the
+        retention task, which deletes every expired job's objects (the job is settled and its
+        money is right either way)."""
+        try:
+            await self._storage.delete_prefix(prefix)
+        except KinemaError as exc:
+            log.warning("could not delete %s (%s); retention will", prefix, exc.message)
 
     def _dispatched(self) -> None:
         """A job has just been sent to a worker: the settles waiting for that moment run."""
