@@ -268,6 +268,45 @@ class EngineSettings(_Section):
         return "tiny-ltx2", "tiny-flux2-klein"
 
 
+class RunnerSettings(_Section):
+    """Where the engines run: worker processes on this machine, or a Ray Serve cluster."""
+
+    backend: Literal["local", "ray"] = "local"
+    """``local``: worker processes of this API process (``engines.workers``, ``engines.pools``).
+    ``ray``: one Ray Serve deployment per pool on the cluster at ``ray_address``, its replicas
+    started on demand and released when idle (needs ``pip install "kinema[ray]"``)."""
+    ray_address: str = "auto"
+    """The Ray cluster's GCS address (``10.0.0.5:6379``), or ``auto`` (the cluster this machine
+    belongs to, or ``RAY_ADDRESS``). The API process joins the cluster as a driver; Ray Client
+    (``ray://``) cannot carry the streamed runs and is refused."""
+    app_name: str = Field("kinema", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    """Prefix of the Serve applications, one per pool (``kinema-image-to-video``,
+    ``kinema-image-to-image``); installations sharing a cluster use different ones."""
+    max_replicas: int = Field(1, ge=1)
+    """Most replicas of each pool's deployment (one job at a time each)."""
+    downscale_delay_s: float = Field(300.0, ge=0)
+    """How long a pool's replicas stay idle before they are released (down to zero: its GPUs
+    freed; the next job waits for a cold start)."""
+    replica_cpus: float = Field(1.0, ge=0)
+    """CPUs each replica reserves on the cluster."""
+    call_timeout_s: float = Field(30.0, gt=0)
+    """Deadline of each control call to the cluster (connect, deploy, look-up, status); a run
+    waits ``engines.startup_timeout_s`` at most for a replica to come up."""
+    deploy_on_start: bool = True
+    """At start, deploy the pools' applications that are not on the cluster yet (existing ones
+    are used as they are; ``kinema ray deploy`` updates them). Off: they must be deployed."""
+
+    @field_validator("ray_address")
+    @classmethod
+    def _not_ray_client(cls, address: str) -> str:
+        if address.startswith("ray://"):
+            raise ValueError(
+                "Ray Client (ray://) cannot stream runs from Serve; give the cluster's GCS "
+                "address (host:6379) or auto"
+            )
+        return address
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KINEMA_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -287,6 +326,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = RateLimitSettings()
     fetch: FetchSettings = FetchSettings()
     engines: EngineSettings = EngineSettings()
+    runner: RunnerSettings = RunnerSettings()
     retired_models: list[str] = []
     """Slugs an operator has retired: they answer 410."""
 

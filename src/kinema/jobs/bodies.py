@@ -41,6 +41,7 @@ async def metrics_of(svc: ResultSources, job: Job) -> dict[str, Any]:
     return {
         "inference_time": job.inference_time,
         "queue_time": job.queue_time,
+        "startup_time": job.startup_time,
         "total_time": job.total_time,
         "cost": from_micros(job.price_micros if job.status is not Status.FAILED else 0),
         "remaining_credits": from_micros(balance),

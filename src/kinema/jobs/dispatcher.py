@@ -381,6 +381,7 @@ class Dispatcher:
             "output_content_type": result.content_type,
             "output_metadata": result.metadata,
             "inference_time": result.inference_time,
+            "startup_time": result.startup_time,
         }
         if job.sync and self._jobs.notifier.watched(job.id):
             # The output is stored and its price was taken at submit: the waiting client gets

@@ -45,6 +45,8 @@ class Job:
     output_expires_at: float | None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    startup_time: float | None = None
+    """How long its run waited for a worker to come up (a Ray replica started from zero)."""
 
     @property
     def queue_time(self) -> float | None:

@@ -54,6 +54,7 @@ def _job(row: Any) -> Job:
         output_expires_at=row.output_expires_at,
         idempotency_key=row.idempotency_key,
         request_hash=row.request_hash,
+        startup_time=row.startup_time,
     )
 
 

@@ -1,5 +1,5 @@
-"""The runner the settings ask for (the scale-out runner will be one more module and one more
-branch here), with its pools placed on the machine's GPUs."""
+"""The runner the settings ask for: worker processes with their pools placed on this machine's
+GPUs, or the pools as Ray Serve deployments (``runner.backend = "ray"``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from kinema.runners.base import Runner
 from kinema.runners.local import LocalPool, LocalRunner, RunLimits, WorkerProcess
 from kinema.runners.placement import Device, detect_devices, plan
 from kinema.runners.protocol import WorkerConfig
-from kinema.settings import Settings
+from kinema.settings import Settings, SettingsError
 from kinema.storage.factory import storage_target, worker_environment
+
+RAY_EXTRA = 'runner.backend = "ray" needs Ray Serve: pip install "kinema[ray]"'
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -51,6 +53,8 @@ def open_runner(settings: Settings, devices: Sequence[Device] | None = None) -> 
     engines = settings.engines
     if engines.workers <= 0 and not engines.pools:
         return None
+    if settings.runner.backend == "ray":
+        return _ray_runner(settings)
     inventory = detect_devices(engines) if devices is None else list(devices)
     plans = plan(engines, inventory, cpu_offload=engines.cpu_offload)
     base, limits = worker_config(settings), run_limits(settings)
@@ -72,6 +76,24 @@ def open_runner(settings: Settings, devices: Sequence[Device] | None = None) -> 
         ]
         pools.append(LocalPool(pool.name, frozenset({pool.task.value}), workers))
     return LocalRunner(pools)
+
+
+def _ray_runner(settings: Settings) -> Runner:
+    """The pools as Ray Serve deployments; Ray is imported only here, for this backend."""
+    try:
+        from kinema.runners.ray import RayRunner
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "ray":
+            raise
+        raise SettingsError(RAY_EXTRA) from exc
+    from kinema.runners.ray_deploy import pool_apps
+
+    return RayRunner(
+        pool_apps(settings),
+        settings.runner,
+        environment=worker_environment(settings),
+        startup_timeout_s=settings.engines.startup_timeout_s,
+    )
 
 
 def _ids(gpus: tuple[int, ...]) -> str:

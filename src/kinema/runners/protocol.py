@@ -4,9 +4,10 @@ and the messages between the API process and a worker process — typed, encoded
 Parent → worker (:data:`Command`): :class:`Run` (a :class:`RunTask`) and :class:`Cancel`.
 Worker → parent (:data:`Event`): :class:`Ready` or :class:`Fatal` once at start-up; then per job
 :class:`Progress`, :class:`PhaseChanged` and :class:`Heartbeat` while it runs, and exactly one
-of :class:`Done`, :class:`Failed` or :class:`Cancelled`. One JSON object per line;
-:func:`encode` writes any message, :func:`decode_event` / :func:`decode_command` read them back
-(and refuse anything that is not exactly a known message).
+of :class:`Done`, :class:`Failed` or :class:`Cancelled`. A Ray Serve replica has no start-up
+message (it starts on demand): each run it streams begins with :class:`Started`. One JSON object
+per line; :func:`encode` writes any message, :func:`decode_event` / :func:`decode_command` read
+them back (and refuse anything that is not exactly a known message).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class RunResult(_Message):
     metadata: dict[str, JsonValue] = {}
     """For ``x-output-metadata``: width, height, fps, duration, has_audio, engine facts."""
     inference_time: float = 0.0
+    startup_time: float = 0.0
+    """How long the run waited for a worker to come up for it (a Ray replica started from
+    zero, its engines loaded); 0 when one was ready."""
 
 
 class WorkerConfig(_Message):
@@ -93,6 +97,16 @@ class Fatal(_Message):
     error: str
 
 
+class Started(_Message):
+    """A replica took the run; ``cold``: it was started for it (its first run), ``load_s``
+    after loading its engines."""
+
+    event: Literal["started"] = "started"
+    job_id: str
+    cold: bool
+    load_s: float = Field(0.0, ge=0)
+
+
 class Progress(_Message):
     event: Literal["progress"] = "progress"
     job_id: str
@@ -135,9 +149,9 @@ class Cancelled(_Message):
     job_id: str
 
 
-AnyEvent = Ready | Fatal | Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
+AnyEvent = Ready | Fatal | Started | Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
 Event = Annotated[AnyEvent, Field(discriminator="event")]
-JobEvent = Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
+JobEvent = Started | Progress | PhaseChanged | Heartbeat | Done | Failed | Cancelled
 """The events about one job."""
 
 _EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(Event)

@@ -22,6 +22,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -170,18 +171,30 @@ def _run_one(
         channel.send(PhaseChanged(job_id=job_id, phase=name))
 
     try:
-        result = execute(engines, task, blobs, progress, phase)
-    except EngineCancelled:
-        channel.send(Cancelled(job_id=job_id))
-    except ExecutionError as exc:
-        channel.send(Failed(job_id=job_id, error=str(exc)))
-    except Exception as exc:  # an engine bug or OOM: this job fails, the worker lives on
-        traceback.print_exc(file=sys.stderr)
-        channel.send(Failed(job_id=job_id, error=f"{type(exc).__name__}: {exc}"))
-    else:
-        channel.send(Done(job_id=job_id, result=result))
+        channel.send(run_job(engines, task, blobs, progress, phase))
     finally:
         heart.end()
+
+
+def run_job(
+    engines: dict[Task, Engine],
+    task: RunTask,
+    blobs: Blobs,
+    progress: Callable[[float], None],
+    phase: Callable[[Phase], None],
+) -> Done | Failed | Cancelled:
+    """Run ``task`` to its one outcome (the worker process's and a Ray replica's)."""
+    job_id = task.job_id
+    try:
+        result = execute(engines, task, blobs, progress, phase)
+    except EngineCancelled:
+        return Cancelled(job_id=job_id)
+    except ExecutionError as exc:
+        return Failed(job_id=job_id, error=str(exc))
+    except Exception as exc:  # an engine bug or OOM: this job fails, the worker lives on
+        traceback.print_exc(file=sys.stderr)
+        return Failed(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+    return Done(job_id=job_id, result=result)
 
 
 def _cancel_arrived(inbox: Inbox, job_id: str) -> bool:

@@ -84,6 +84,7 @@ jobs = Table(
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
     Column("inference_time", Float, nullable=True),
+    Column("startup_time", Float, nullable=True),
     Column("expires_at", Float, nullable=False),
     Column("output_expires_at", Float, nullable=True),
     UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
