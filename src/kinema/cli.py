@@ -52,9 +52,22 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None
     "production (ltx2.5-distilled + flux2-klein-4b, real weights), "
     "custom (engines.video_preset / engines.image_preset).",
 )
+@click.option(
+    "--runner",
+    "backend",
+    type=click.Choice(["local", "ray"]),
+    help="Where jobs run: local worker processes, or the Ray Serve cluster at "
+    "runner.ray_address (overrides runner.backend).",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str | None, port: int | None, preset: str | None) -> None:
-    """Run the API with its in-process runner (embedded defaults: SQLite, local files)."""
+def serve(
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    preset: str | None,
+    backend: str | None,
+) -> None:
+    """Run the API with its runner (embedded defaults: SQLite, local files, local workers)."""
     import uvicorn
 
     from kinema.api.access import AccessLog, log_config
@@ -65,7 +78,8 @@ def serve(settings: Settings, host: str | None, port: int | None, preset: str | 
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
-    settings = settings.model_copy(update={"server": server, "engines": engines})
+    runner = settings.runner.model_copy(update={"backend": backend} if backend else {})
+    settings = settings.model_copy(update={"server": server, "engines": engines, "runner": runner})
     make_private(settings.data_dir)
     # The access log is written after each answer (AccessLog), not by uvicorn before it.
     app = AccessLog(create_app(settings))
@@ -238,6 +252,38 @@ def credits_show(settings: Settings, key: str) -> None:
         return (await k.resolve(key)).balance_micros
 
     click.echo(f"{from_micros(_with_keys(settings, show)):g}")
+
+
+@main.group("ray")
+def ray_group() -> None:
+    """The Ray Serve runner's applications on the cluster at runner.ray_address."""
+
+
+@ray_group.command("deploy")
+@click.pass_obj
+def ray_deploy(settings: Settings) -> None:
+    """Deploy or update one Serve application per pool, then exit."""
+    from kinema.runners.base import RunnerLost
+    from kinema.runners.factory import RAY_EXTRA
+    from kinema.runners.placement import PlacementError
+
+    try:
+        from kinema.runners.ray import deploy_pools
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "ray":
+            raise
+        raise click.ClickException(RAY_EXTRA) from exc
+    try:
+        apps = asyncio.run(deploy_pools(settings))
+    except (RunnerLost, PlacementError, KinemaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for app in apps:
+        gpus = f"{app.num_gpus} GPU" + ("s" if app.num_gpus != 1 else "")
+        click.echo(
+            f"{app.name}: {', '.join(app.config.worker.presets)}; {gpus} per replica, "
+            f"0..{app.max_replicas} replicas"
+        )
+    click.echo(f"deployed on {settings.runner.ray_address}", err=True)
 
 
 register_client_commands(main)  # i2v, i2i, status, result, cancel, voice; --version

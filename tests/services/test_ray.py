@@ -42,6 +42,8 @@ pytestmark = [
     pytest.mark.ray,
     # Ray Serve's own models still use pydantic 1-style fields (on import).
     pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+    # Serve warns of the autoscaling field it still reads (kinema.runners.ray_deploy).
+    pytest.mark.filterwarnings("ignore:The `metrics_interval_s`:DeprecationWarning"),
 ]
 
 B64 = base64.b64encode(png()).decode()
@@ -254,14 +256,15 @@ async def test_a_deployment_that_never_answers_ends_the_run_within_its_deadline(
     tmp_path: Path, ray_cluster: RayCluster
 ) -> None:
     # Each replica asks for a GPU; the cluster has none: a run would wait forever in Serve.
-    settings = ray_settings(tmp_path, ray_cluster, video="static-video")
+    settings = ray_settings(tmp_path, ray_cluster)
     settings.engines.device = "auto"
     settings.engines.startup_timeout_s = 3
     runner = open_runner(settings)
     assert runner is not None
     await runner.start()
     try:
-        task = RunTask(job_id="j", spec=video_spec("j"), inline={"inputs/j/00-start_image": png()})
+        spec = video_spec("j", preset="test-slow-video")
+        task = RunTask(job_id="j", spec=spec, inline={"inputs/j/00-start_image": png()})
         begun = time.monotonic()
         with pytest.raises(RunnerLost, match="no replica took the run within 3 s"):
             await runner.run(task, lambda _: None, lambda: None)
@@ -290,3 +293,30 @@ def test_an_unreachable_cluster_is_a_lost_runner_within_the_call_deadline() -> N
     out = done.stdout.strip()
     assert out.startswith("lost"), (out, done.stderr[-2000:])
     assert float(out.split()[1]) <= 3.5, out
+
+
+def test_kinema_ray_deploy_deploys_every_pool_and_exits(
+    tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    from click.testing import CliRunner
+    from ray import serve
+
+    from kinema.cli import main
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = {
+        "KINEMA_RUNNER__BACKEND": "ray",
+        "KINEMA_RUNNER__RAY_ADDRESS": ray_cluster.address,
+        "KINEMA_RUNNER__APP_NAME": prefix,
+        "KINEMA_ENGINES__PRESET": "static",
+        "KINEMA_ENGINES__DEVICE": "cpu",
+    }
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "ray", "deploy"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"{prefix}-image-to-video: static-video, static-image; 0 GPUs" in result.output
+    assert f"{prefix}-image-to-image: static-image; 0 GPUs per replica, 0..1" in result.output
+    names = set(serve.status().applications)
+    assert {f"{prefix}-image-to-video", f"{prefix}-image-to-image"} <= names
+    for name in names:
+        if name.startswith(prefix):
+            serve.delete(name, _blocking=False)

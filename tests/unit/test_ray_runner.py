@@ -93,3 +93,20 @@ def test_the_embedded_runner_never_imports_ray(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert 'pip install "kinema[ray]"' in out
+
+
+def test_serve_runner_option_overrides_the_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    import kinema.api.app
+    from kinema.cli import main
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(kinema.api.app, "create_app", lambda settings: seen.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "serve", "--runner", "ray"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].runner.backend == "ray"

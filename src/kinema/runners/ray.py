@@ -24,8 +24,10 @@ Errors, translated here (:mod:`kinema.runners.base`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -57,9 +59,9 @@ from kinema.runners.protocol import (
     Started,
     decode_event,
 )
-from kinema.runners.ray_deploy import PoolApp, deploy
+from kinema.runners.ray_deploy import PoolApp, deploy, pool_apps
 from kinema.runners.ray_replica import Replica
-from kinema.settings import RunnerSettings
+from kinema.settings import RunnerSettings, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,14 +75,37 @@ weights, a broken install): no replica will take the run, whatever the wait."""
 
 
 async def call(fn: Callable[..., T], *args: object, timeout_s: float, what: str) -> T:
-    """A blocking Ray call, in a thread, bounded by ``timeout_s``; its failures as
-    :class:`RunnerLost`. (A call past its deadline is left to end in its thread.)"""
+    """A blocking Ray call, in a thread of its own, bounded by ``timeout_s``; its failures as
+    :class:`RunnerLost`. A call past its deadline is left to end in its thread, a daemon that
+    nothing waits for (an executor's thread would hold up the event loop's and the process's
+    exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # handed to the caller
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    threading.Thread(target=run, name=f"ray: {what}", daemon=True).start()
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout_s)
+        return await asyncio.wait_for(future, timeout_s)
     except TimeoutError:
         raise RunnerLost(f"Ray: {what} did not answer within {timeout_s:g} s") from None
     except (RayError, RayServeException, ConnectionError) as exc:
         raise RunnerLost(f"Ray: {what} failed: {_first_line(exc)}") from exc
+
+
+def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if future.done():  # given up at its deadline
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]  # None only with an error
 
 
 def connect(address: str) -> None:
@@ -338,7 +363,7 @@ class RayRunner:
         await call(connect, address, timeout_s=limit, what=f"connecting to {address}")
         if runner.deploy_on_start:
             missing = functools.partial(deploy, self._apps, self._environment, missing_only=True)
-            await call(missing, timeout_s=limit, what="deploying the pools")
+            await call(missing, timeout_s=limit * len(self._apps), what="deploying the pools")
         for app in self._apps:
             handle = await call(
                 serve.get_app_handle, app.name, timeout_s=limit, what=f"finding {app.name}"
@@ -367,3 +392,17 @@ class RayRunner:
         for the process's life: Ray allows one, and a later runner reuses it."""
         for pool in self._pools:
             await pool.close()
+
+
+async def deploy_pools(settings: Settings) -> list[PoolApp]:
+    """Deploy or update every pool's application on the cluster (``kinema ray deploy``);
+    :class:`RunnerLost` naming the step that failed or ran past its deadline."""
+    from kinema.storage.factory import worker_environment
+
+    apps, runner = pool_apps(settings), settings.runner
+    limit = runner.call_timeout_s
+    address = runner.ray_address
+    await call(connect, address, timeout_s=limit, what=f"connecting to {address}")
+    every = functools.partial(deploy, apps, worker_environment(settings), missing_only=False)
+    await call(every, timeout_s=limit * len(apps), what="deploying the pools")
+    return apps

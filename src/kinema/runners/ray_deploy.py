@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVE_METRICS_S = 10.0
-"""Serve's autoscaling metrics interval (its default, deprecated as a setting)."""
+METRICS_S = 1.0
+"""How often handles and replicas report their load to Serve's autoscaler."""
 
 SHUTDOWN_MARGIN_S = 60.0
 """A replica told to stop is given its longest run plus this to finish the run it has."""
@@ -53,7 +53,9 @@ class Autoscaling(TypedDict):
     upscale_delay_s: float
     downscale_delay_s: float
     downscale_to_zero_delay_s: float
+    metrics_interval_s: float
     look_back_period_s: float
+    aggregation_function: str
 
 
 class DeploymentOptions(TypedDict):
@@ -103,9 +105,15 @@ class PoolApp:
                 "upscale_delay_s": 0.0,  # a job is waiting: start a replica now
                 "downscale_delay_s": idle,
                 "downscale_to_zero_delay_s": idle,
-                # Load is averaged over this window: one longer than the idle delay keeps an
-                # idle replica past it. Serve wants it longer than its 10 s metrics interval.
-                "look_back_period_s": min(30.0, max(SERVE_METRICS_S + 1, idle)),
+                # A handle reports its waiting requests this often: the default 10 s would
+                # add up to 10 s to every start from zero. (Serve 2.60 calls the field
+                # deprecated, with a DeprecationWarning, yet its handles still use it.)
+                "metrics_interval_s": METRICS_S,
+                # The load of this window decides: its peak, so one waiting job has a replica,
+                # and a replica is idle only once the whole window was (shorter than the idle
+                # delay, which would otherwise be prolonged; longer than the interval).
+                "look_back_period_s": min(30.0, max(2 * METRICS_S, idle)),
+                "aggregation_function": "max",
             },
             "graceful_shutdown_timeout_s": self.graceful_shutdown_s,
         }
