@@ -88,7 +88,7 @@ def serve(
         host=server.host,
         port=server.port,
         log_level="info",
-        log_config=log_config(),
+        log_config=log_config(server.log_format),
         access_log=False,
         **uvicorn_options(),  # limits on slow and oversized request heads, keep-alive
     )

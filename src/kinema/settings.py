@@ -52,6 +52,12 @@ class ServerSettings(_Section):
     """Largest request body read (MB); a longer one is refused with 413 while it is read, never
     buffered whole. Inline (base64) images count toward it: one image at the 50 MB input cap
     takes ~67 MB as base64; send larger sets of inputs by URL."""
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics``, without a key (scrapers have none; no label
+    carries a key). Off: no ``/metrics`` route and nothing recorded."""
+    log_format: Literal["text", "json"] = "text"
+    """``kinema serve``'s log lines: uvicorn's text, or one JSON object a line (time, level,
+    logger, message and, on a request's lines, its request id)."""
 
 
 class DatabaseSettings(_Section):

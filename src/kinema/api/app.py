@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kinema import __version__
-from kinema.api import errors, openapi
+from kinema.api import docs, errors, health, openapi
 from kinema.api import routes as generation_routes
 from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
 from kinema.jobs import routes as job_routes
 from kinema.jobs.relay import Relay
+from kinema.metrics import routes as metrics_routes
+from kinema.metrics.http import HttpMetrics
+from kinema.metrics.instruments import Metrics
 from kinema.runners.base import Runner
 from kinema.settings import Settings
 from kinema.storage import routes as storage_routes
@@ -23,10 +26,13 @@ from kinema.voices import routes as voice_routes
 PUBLIC_ROUTES = frozenset(
     {
         "/healthz",
+        "/readyz",
+        "/metrics",
         "/v1/files/{key:path}",
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",
+        "/docs/assets/{name}",
         "/redoc",
     }
 )
@@ -36,9 +42,12 @@ PUBLIC_ROUTES = frozenset(
 def create_app(
     settings: Settings, *, runner: Runner | None = None, relay: Relay | None = None
 ) -> FastAPI:
+    # The app's own registry (never the process-wide default: apps must not share counts).
+    metrics = Metrics() if settings.server.metrics else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services(settings, runner, relay) as svc:
+        async with services(settings, runner, relay, metrics) as svc:
             app.state.services = svc
             yield
 
@@ -47,6 +56,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Self-hosted image-to-video and image-to-image behind the hosted contract.",
+        docs_url=None,  # served by api/docs.py, with local assets
+        redoc_url=None,
     )
     errors.install(app)
     openapi.install(app)
@@ -59,9 +70,9 @@ def create_app(
     app.include_router(job_routes.router)
     app.include_router(storage_routes.router)
     app.include_router(generation_routes.router)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(health.router)
+    app.include_router(docs.router)
+    if metrics is not None:
+        app.include_router(metrics_routes.router)
+        app.add_middleware(HttpMetrics, metrics=metrics)
     return app

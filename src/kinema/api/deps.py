@@ -24,6 +24,7 @@ from kinema.store.db import Database
 if TYPE_CHECKING:
     from kinema.api.service import GenerationService
     from kinema.jobs.dispatcher import Dispatcher
+    from kinema.metrics.instruments import Metrics
     from kinema.runners.base import Runner
     from kinema.voices.service import VoiceService
 
@@ -50,6 +51,8 @@ class Services:
     runner: Runner | None
     """None in an API-only replica (``engines.workers = 0``)."""
     dispatcher: Dispatcher | None
+    metrics: Metrics | None = None
+    """None when ``server.metrics`` is off."""
 
 
 async def services(request: Request) -> Services:

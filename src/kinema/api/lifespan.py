@@ -18,6 +18,7 @@ from kinema.jobs.retention import run_periodically
 from kinema.jobs.service import JobService
 from kinema.jobs.webhooks import deliver_forever
 from kinema.media.fetch import guarded_client
+from kinema.metrics.instruments import Metrics
 from kinema.runners.base import Runner
 from kinema.runners.factory import open_runner
 from kinema.settings import Settings
@@ -28,12 +29,16 @@ from kinema.voices.service import VoiceService
 
 @contextlib.asynccontextmanager
 async def services(
-    settings: Settings, runner: Runner | None = None, relay: Relay | None = None
+    settings: Settings,
+    runner: Runner | None = None,
+    relay: Relay | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Services]:
     """Everything an app needs; ``runner`` may be injected (tests share one across apps) and is
     then neither started nor closed here; so may ``relay`` (replicas in one process), which is
     started and closed here. With ``engines.workers = 0`` and no runner, this is an
-    API-only replica: it accepts and answers requests, other processes run the jobs."""
+    API-only replica: it accepts and answers requests, other processes run the jobs.
+    ``metrics``: the app's registry (None: metrics are off)."""
     presets = configured_presets(settings)  # an unknown preset fails here, before any worker
     secret = settings.secret()
     db = open_database(settings.database_url, echo=settings.database.echo)
@@ -61,10 +66,14 @@ async def services(
             key_prefix=settings.rate_limit.key_prefix,
         )
         stack.push_async_callback(limiter.close)
+        models = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
+        if metrics is not None:
+            stack.callback(metrics.watch(runner, models))
         dispatcher = None
         if runner is not None:
-            models = {slug: endpoint.task.value for slug, endpoint in ENDPOINTS.items()}
-            dispatcher = Dispatcher(db, jobs, runner, storage, settings.jobs, models=models)
+            dispatcher = Dispatcher(
+                db, jobs, runner, storage, settings.jobs, models=models, metrics=metrics
+            )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
         voices = VoiceService(db, storage)
@@ -95,6 +104,7 @@ async def services(
             voices=voices,
             runner=runner,
             dispatcher=dispatcher,
+            metrics=metrics,
         )
         webhooks = asyncio.create_task(
             deliver_forever(

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
@@ -21,10 +21,14 @@ from kinema.jobs.leases import Held, Leases
 from kinema.jobs.models import Job, Lease, NewJob, Status
 from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
 from kinema.jobs.slots import Queue, Slots
+from kinema.logs import REQUEST_ID
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
 from kinema.settings import JobSettings
 from kinema.storage.base import Storage
 from kinema.store.db import Database
+
+if TYPE_CHECKING:
+    from kinema.metrics.instruments import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,11 @@ class Dispatcher:
         settings: JobSettings,
         *,
         models: Mapping[str, str],
+        metrics: Metrics | None = None,
     ) -> None:
-        """``models``: model slug → engine task (which pool runs its jobs)."""
+        """``models``: model slug → engine task (which pool runs its jobs); ``metrics``: where
+        each job it settles is counted."""
+        self._metrics = metrics
         self._db = db
         self._jobs = jobs
         self._runner = runner
@@ -258,6 +265,7 @@ class Dispatcher:
     async def _execute(self, job: Job | NewJob, handoff: Handoff | None) -> None:
         """Run and settle ``job`` (a :class:`NewJob` when it was started before its insert);
         ``handoff`` holds its inputs when it was handed off."""
+        REQUEST_ID.set(job.id)  # this task's log lines name the job (JSON logs)
         # Its lease is renewed from its insert until it is settled.
         held = Held(job.id, handed_off=handoff is not None)
         if handoff is None:
@@ -331,7 +339,9 @@ class Dispatcher:
 
     async def _fail(self, job: Job, error: str, *, owner: str | None) -> None:
         """FAILED and refunded, under ``owner``'s lease."""
-        await self._jobs.settle_failed(job, error, owner=owner)
+        settled = await self._jobs.settle_failed(job, error, owner=owner)
+        if settled and self._metrics is not None:
+            self._metrics.job_settled(job, Status.FAILED)
 
     async def _hand_back(self, interrupted: list[Held]) -> None:
         """Jobs whose runs a stop interrupted, still leased here. One taken from the queue goes
@@ -399,6 +409,8 @@ class Dispatcher:
             self._jobs.notifier.job_finished(finished, publish=False)
             await self._next_dispatch(SETTLE_AFTER_ANSWER_S)
         final = await self._jobs.settle_completed(job, self.owner, **values)
+        if final is not None and self._metrics is not None:
+            self._metrics.job_settled(final, final.status)
         if final is None:
             log.warning("job %s finished after losing its lease; result discarded", job.id)
         elif final.status is not Status.COMPLETED:  # cancelled while it finished: refunded

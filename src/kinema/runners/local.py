@@ -377,6 +377,11 @@ class LocalPool:
     def workers(self) -> list[WorkerProcess]:
         return list(self._workers)
 
+    @property
+    def restarts(self) -> int:
+        """Times its workers were lost or killed and brought back (``kinema_worker_restarts``)."""
+        return sum(worker.restarts for worker in self._workers)
+
     async def start(self) -> None:
         await asyncio.gather(*(w.start() for w in self._workers))
         for worker in self._workers:
