@@ -278,7 +278,7 @@ def test_an_unreachable_cluster_is_a_lost_runner_within_the_call_deadline() -> N
     # In a process of its own: this one has joined the test cluster (one connection a process).
     code = (
         "import asyncio, os, time\n"
-        "from kinema.runners.ray import call, connect\n"
+        "from kinema.runners.ray_calls import call, connect\n"
         "from kinema.runners.base import RunnerLost\n"
         "async def main():\n"
         "    t = time.monotonic()\n"

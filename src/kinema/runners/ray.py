@@ -24,15 +24,11 @@ Errors, translated here (:mod:`kinema.runners.base`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
-import ray
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
@@ -59,12 +55,12 @@ from kinema.runners.protocol import (
     Started,
     decode_event,
 )
+from kinema.runners.ray_calls import call, connect, first_line
 from kinema.runners.ray_deploy import PoolApp, deploy, pool_apps
 from kinema.runners.ray_replica import Replica
 from kinema.settings import RunnerSettings, Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 STATUS_EVERY_S = 1.0
 """While a run waits for a replica, how often the deployment's state is looked at."""
@@ -72,47 +68,6 @@ STATUS_EVERY_S = 1.0
 _STARTUP_FAILED = "REPLICA_STARTUP_FAILED"
 """Serve's status trigger for a deployment whose replicas fail in their constructor (missing
 weights, a broken install): no replica will take the run, whatever the wait."""
-
-
-async def call(fn: Callable[..., T], *args: object, timeout_s: float, what: str) -> T:
-    """A blocking Ray call, in a thread of its own, bounded by ``timeout_s``; its failures as
-    :class:`RunnerLost`. A call past its deadline is left to end in its thread, a daemon that
-    nothing waits for (an executor's thread would hold up the event loop's and the process's
-    exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            outcome: tuple[T | None, BaseException | None] = (fn(*args), None)
-        except BaseException as exc:  # handed to the caller
-            outcome = (None, exc)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-            loop.call_soon_threadsafe(_settle, future, *outcome)
-
-    threading.Thread(target=run, name=f"ray: {what}", daemon=True).start()
-    try:
-        return await asyncio.wait_for(future, timeout_s)
-    except TimeoutError:
-        raise RunnerLost(f"Ray: {what} did not answer within {timeout_s:g} s") from None
-    except (RayError, RayServeException, ConnectionError) as exc:
-        raise RunnerLost(f"Ray: {what} failed: {_first_line(exc)}") from exc
-
-
-def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-    if future.done():  # given up at its deadline
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)  # type: ignore[arg-type]  # None only with an error
-
-
-def connect(address: str) -> None:
-    """Join the cluster at ``address`` as a driver (once per process; blocking)."""
-    if not ray.is_initialized():
-        # Replicas' logs stay on the cluster's nodes (``ray logs``), not in the API's.
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
 class RayPool:
@@ -146,7 +101,7 @@ class RayPool:
         try:
             response = self._handle.remote(task.model_dump_json())
         except (RayError, RayServeException) as exc:
-            raise RunnerLost(f"{self.app.name}: the run was not sent: {_first_line(exc)}") from exc
+            raise RunnerLost(f"{self.app.name}: the run was not sent: {first_line(exc)}") from exc
         assert isinstance(response, DeploymentResponseGenerator)  # stream=True
         stream = _Stream(response)
         self._streams[task.job_id] = stream
@@ -275,7 +230,7 @@ class _Stream:
         except RequestCancelledError as exc:
             if self.cancelled:
                 raise RunCancelled(RunCancelled.DEFAULT) from exc
-            raise RunnerLost(f"the run was cancelled by Ray: {_first_line(exc)}") from exc
+            raise RunnerLost(f"the run was cancelled by Ray: {first_line(exc)}") from exc
         except (RayError, RayServeException) as exc:
             raise _translated(exc) from exc
         try:
@@ -310,8 +265,8 @@ def _translated(exc: BaseException) -> RunnerError:
     """A Ray failure of a run: the replica's own exception is a failed run; anything else
     (the replica, its node or the deployment gone) a lost one."""
     if isinstance(exc, RayTaskError) and not isinstance(exc.cause, RayError):
-        return RunFailed(f"the replica failed: {_first_line(exc.cause)}")
-    return RunnerLost(f"the replica was lost: {type(exc).__name__}: {_first_line(exc)}")
+        return RunFailed(f"the replica failed: {first_line(exc.cause)}")
+    return RunnerLost(f"the replica was lost: {type(exc).__name__}: {first_line(exc)}")
 
 
 def _startup_problem(status: object, app: PoolApp) -> str:
@@ -324,13 +279,8 @@ def _startup_problem(status: object, app: PoolApp) -> str:
     if deployment is None:
         return f"the application has no deployment {app.pool}"
     if str(getattr(deployment.status_trigger, "value", "")) == _STARTUP_FAILED:
-        return f"its replicas fail to start: {_first_line(deployment.message)}"
+        return f"its replicas fail to start: {first_line(deployment.message)}"
     return ""
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class RayRunner:
