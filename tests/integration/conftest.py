@@ -1,7 +1,8 @@
 """The integration suite runs twice: on the embedded job store (SQLite) and on PostgreSQL, each
 PostgreSQL test in a database of its own. Apps built with ``make_settings`` use the store of
-the run; a test that passes its own ``database`` keeps it, and one that is about SQLite itself
-is marked ``sqlite_only``."""
+the run; a test that passes its own ``database`` keeps it. A module whose tests share one
+served process (its own SQLite database, started once per module) or a test about SQLite
+itself is marked ``embedded_only``."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ async def job_store(request: pytest.FixtureRequest, pg_databases: Databases) -> 
     if request.param == "sqlite":
         yield "sqlite"
         return
-    if request.node.get_closest_marker("sqlite_only"):
-        pytest.skip("about SQLite itself")
+    if request.node.get_closest_marker("embedded_only"):
+        pytest.skip("embedded store only")
     url = await pg_databases.create()
     os.environ[DATABASE_ENV] = url
     try:

@@ -30,7 +30,8 @@ from kinema.client import (
 from kinema.media.video import probe_mp4
 from tests.fixtures.served import ROOT, Server
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+# One served process per module, on its own SQLite database.
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_only, pytest.mark.timeout(180)]
 SAMPLE = ROOT / "examples" / "sample.png"
 IMAGE_PRICE = 0.035
 VIDEO_PRICE = 3 * 0.126  # 3 s with audio

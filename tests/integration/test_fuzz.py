@@ -14,7 +14,8 @@ from schemathesis.checks import not_a_server_error
 
 from tests.fixtures.served import Server, serving
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+# One served process per module, on its own SQLite database.
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_only, pytest.mark.timeout(300)]
 EXAMPLES = 40
 
 

@@ -73,7 +73,7 @@ async def test_expired_request_is_404_before_cleanup(ctx: Ctx) -> None:
     assert r.status_code == 404
 
 
-@pytest.mark.sqlite_only  # PostgreSQL's: tests/services/test_postgres.py
+@pytest.mark.embedded_only  # PostgreSQL's: tests/services/test_postgres.py
 async def test_sqlite_migrations_match_the_tables(ctx: Ctx) -> None:
     diff = await ctx.svc.db.read(
         lambda conn: compare_metadata(MigrationContext.configure(conn), metadata)

@@ -18,7 +18,13 @@ import pytest
 from kinema.media.video import probe_mp4
 from tests.fixtures.served import ROOT, Server, serving
 
-pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(300)]
+# One served process per module, on its own SQLite database.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.engines,
+    pytest.mark.embedded_only,
+    pytest.mark.timeout(300),
+]
 
 
 @pytest.fixture(scope="module")

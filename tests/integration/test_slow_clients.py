@@ -18,7 +18,8 @@ import uvicorn
 from kinema.api.serving import HEAD_TIMEOUT_S, KEEP_ALIVE_S, GuardedProtocol, uvicorn_options
 from tests.fixtures.served import serving
 
-pytestmark = pytest.mark.integration
+# About the HTTP server's guard, not the job store.
+pytestmark = [pytest.mark.integration, pytest.mark.embedded_only]
 
 HALF_SENT = 100
 
