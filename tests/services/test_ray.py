@@ -78,8 +78,11 @@ def ray_settings(
 
 async def _delete_apps(settings: Settings) -> None:
     """Leave the cluster as found: the test's applications deleted (their replicas stopped)."""
+    import ray
     from ray import serve
 
+    if not ray.is_initialized():  # never joined (a Serve call now would start a Ray here)
+        return
     prefix = settings.runner.app_name + "-"
 
     def delete() -> None:
@@ -320,3 +323,38 @@ def test_kinema_ray_deploy_deploys_every_pool_and_exits(
     for name in names:
         if name.startswith(prefix):
             serve.delete(name, _blocking=False)
+
+
+async def test_an_application_from_the_serve_config_builder_serves_the_app(
+    tmp_path: Path, ray_cluster: RayCluster
+) -> None:
+    """What a Serve config file (a KubeRay RayService) deploys: ``import_path:
+    kinema.runners.ray_deploy:build`` with the settings file; the API uses it as it is."""
+    from ray import serve
+
+    from kinema.runners.ray_calls import call, connect
+    from kinema.runners.ray_deploy import build
+    from tests.conftest import STORAGE
+
+    settings = ray_settings(tmp_path, ray_cluster, video="static-video", deploy_on_start=False)
+    config = tmp_path / "kinema.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}"\n'
+        f'[storage]\npath = "{STORAGE}"\n'
+        f'[engines]\npreset = "static"\ndevice = "cpu"\nplugins = {PLUGINS!r}\n'
+        f'[runner]\napp_name = "{settings.runner.app_name}"\nreplica_cpus = 0.25\n'
+    )
+    # Joined first: a Serve call in a process that has not would start a Ray of its own.
+    await call(connect, ray_cluster.address, timeout_s=20, what="connecting")
+    for pool in ("image-to-video", "image-to-image"):
+        app = build({"pool": pool, "config": str(config)})
+        name = f"{settings.runner.app_name}-{pool}"
+        await asyncio.to_thread(serve.run, app, name=name, route_prefix=None)
+    try:
+        async with app_context(settings, None) as c:
+            key = await c.key(credits=10)
+            edit = {"image_url": B64, "prompt": "x"}
+            r = await c.client.post(IMAGE, json=edit, headers={"x-api-key": key})
+            await wait_status(c.client, key, r.json()["request_id"], "COMPLETED", timeout=60)
+    finally:
+        await _delete_apps(settings)

@@ -110,3 +110,12 @@ def test_serve_runner_option_overrides_the_backend(
     result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "serve", "--runner", "ray"])
     assert result.exit_code == 0, result.output
     assert seen[0].runner.backend == "ray"
+
+
+def test_the_serve_config_builder_names_the_configured_pools(tmp_path: Path) -> None:
+    from kinema.runners.ray_deploy import build
+
+    config = tmp_path / "kinema.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n[engines]\npreset = "static"\n')
+    with pytest.raises(ValueError, match="the pools are: image-to-video, image-to-image"):
+        build({"pool": "video", "config": str(config)})

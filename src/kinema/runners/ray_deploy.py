@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from kinema.engines.registry import get_preset
@@ -170,6 +171,24 @@ def application(app: PoolApp, environment: dict[str, str]) -> Application:
         graceful_shutdown_timeout_s=options["graceful_shutdown_timeout_s"],
     )
     return deployment.bind(app.config.model_dump_json())
+
+
+def build(args: dict[str, str]) -> Application:
+    """A Serve application builder, for a Serve config file (a KubeRay ``RayService``) instead
+    of ``kinema ray deploy``: ``import_path: kinema.runners.ray_deploy:build`` with ``args``
+    ``{pool: image-to-video, config: /etc/kinema/kinema.toml}`` (``config`` optional: then the
+    ``KINEMA_*`` environment of the cluster). The application is the one ``kinema ray deploy``
+    makes from the same settings; name it ``<runner.app_name>-<pool>`` in the config."""
+    from kinema.settings import load_settings
+    from kinema.storage.factory import worker_environment
+
+    config = args.get("config")
+    settings = load_settings(Path(config) if config else None)
+    apps = {app.pool: app for app in pool_apps(settings)}
+    pool = args.get("pool", "")
+    if pool not in apps:
+        raise ValueError(f"pool {pool!r} is not configured; the pools are: {', '.join(apps)}")
+    return application(apps[pool], worker_environment(settings))
 
 
 def deploy(
