@@ -12,7 +12,10 @@ from typing import NoReturn
 
 import pytest
 
+from tests.fixtures.raycluster import ray_cluster
 from tests.fixtures.seaweed import SeaweedFS, weed_binary
+
+__all__ = ["ray_cluster"]  # one Ray head for the whole session, shared by the modules here
 
 PG_ADMIN = os.environ.get("KINEMA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KINEMA_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -32,10 +32,8 @@ from tests.conftest import (
     png,
     wait_status,
 )
-from tests.fixtures.raycluster import RayCluster, ray_cluster, replica_pids
+from tests.fixtures.raycluster import RayCluster, replica_pids
 from tests.fixtures.specs import video_spec
-
-__all__ = ["ray_cluster"]  # the session fixture, imported to be found here
 
 pytestmark = [
     pytest.mark.services,

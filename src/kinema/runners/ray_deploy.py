@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, cast
 
-from kinema.engines.registry import get_preset
+from kinema.engines.registry import get_preset, load_plugins
 from kinema.runners.local import RunLimits
 from kinema.runners.placement import plan
 from kinema.runners.ray_replica import ReplicaConfig
@@ -125,6 +125,7 @@ def pool_apps(settings: Settings) -> list[PoolApp]:
     from kinema.runners.factory import run_limits, worker_config
 
     engines, runner = settings.engines, settings.runner
+    load_plugins(engines.plugins)  # the pools may name a plugin's presets
     base, limits = worker_config(settings), run_limits(settings)
     apps = []
     for pool in plan(engines, [], cpu_offload=engines.cpu_offload):
