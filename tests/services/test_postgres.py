@@ -25,6 +25,20 @@ pytestmark = pytest.mark.services
 B64 = base64.b64encode(png()).decode()
 
 
+async def test_replicas_starting_together_migrate_one_after_the_other(pg_url: str) -> None:
+    """Three processes' first start on a new database: each migrates, none fails."""
+    dbs = [open_database(pg_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(db.migrate() for db in dbs))
+        diff = await dbs[0].read(
+            lambda conn: compare_metadata(MigrationContext.configure(conn), metadata)
+        )
+        assert diff == []
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
 async def test_migrations_match_the_tables(pg_url: str) -> None:
     db = open_database(pg_url)
     await db.migrate()

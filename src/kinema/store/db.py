@@ -259,7 +259,18 @@ class PostgresDatabase:
             return await conn.run_sync(fn)
 
     async def migrate(self) -> None:
-        await self.write(upgrade)
+        await self.write(_upgrade_alone)
 
     async def dispose(self) -> None:
         await self._engine.dispose()
+
+
+MIGRATION_LOCK = 0x6B696E656D61  # "kinema"
+"""The advisory lock migrations hold: replicas starting together on a new database migrate
+one after the other (the later ones find the schema current), instead of racing to create the
+same tables."""
+
+
+def _upgrade_alone(connection: Connection) -> None:
+    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+    upgrade(connection)
