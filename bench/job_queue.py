@@ -10,7 +10,12 @@ In one run, on loopback:
       its local slot) vs through an API-only replica (``engines.workers = 0``) on the same
       PostgreSQL database, whose job another replica's worker runs: woken by LISTEN/NOTIFY
       (``jobs.relay``, the default) and, for scale, by polling alone (``jobs.relay = false``).
-      Three ``kinema serve`` processes on the ``static`` engine, one storage directory.
+      Three ``kinema serve`` processes on the ``static`` engine, one storage directory;
+  (c) what the Ray runner adds per job over the local runner: ``--runs`` sequential runs of the
+      ``static-image`` engine through each runner's interface (warm), and the Ray runner's cold
+      start from zero replicas (the first run's whole wait, and the ``startup_time`` it
+      reports). A one-node Ray cluster on loopback is started and stopped by the benchmark
+      (``--no-ray`` skips this part).
 
 Prints a table and writes JSON (default bench/results/queue.json). Bounded in count and time.
 Needs PostgreSQL (``--pg``, default ``postgresql://postgres@127.0.0.1:5432/postgres``); it
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import os
@@ -51,6 +57,7 @@ from kinema.settings import Settings
 from kinema.storage.local import LocalStorage
 from kinema.store.db import open_database
 
+ROOT = Path(__file__).resolve().parents[1]
 SLUG = "kling-3-image2image"
 DEADLINE_S = 600  # hard bound on the whole run
 PRICE = 10_000
@@ -264,6 +271,82 @@ async def drop_database(admin: str, name: str) -> None:
         await conn.close()
 
 
+async def runner_runs(settings: Settings, n: int) -> tuple[list[float], tuple[float, Any]]:
+    """``n`` warm runs through the configured runner, after a first one (a cold start for
+    Ray); returns the warm runs' seconds and the first run's (seconds, result)."""
+    from kinema.runners.factory import open_runner
+
+    runner = open_runner(settings)
+    assert runner is not None
+    await runner.start()
+    image = base64.b64decode(small_png())
+    times: list[float] = []
+    first: tuple[float, Any] = (0.0, None)
+    try:
+        for i in range(n + 1):
+            job_id = str(uuid.uuid4())
+            task = RunTask(
+                job_id=job_id, spec=spec(job_id), inline={f"inputs/{job_id}/00-image": image}
+            )
+            t0 = time.perf_counter()
+            result = await runner.run(task, lambda _p: None, lambda: None)
+            elapsed = time.perf_counter() - t0
+            if i == 0:
+                first = (elapsed, result)
+            else:
+                times.append(elapsed)
+        return times, first
+    finally:
+        await runner.close()
+
+
+def ray_head() -> Any:
+    """A one-node Ray cluster on loopback (the test suite's fixture class), this process set
+    up to join it."""
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.raycluster import LOOPBACK_ENV, RayCluster, ray_binary
+
+    binary = ray_binary()
+    if binary is None:
+        raise RuntimeError('Ray is not installed: pip install -e ".[ray]"')
+    os.environ.update(LOOPBACK_ENV)
+    cluster = RayCluster(binary, Path(tempfile.mkdtemp(prefix="kray-")))
+    cluster.start()
+    return cluster
+
+
+async def dispatch_overhead(root: Path, n: int) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "data_dir": root / "runners",
+        "secret_key": "bench-secret",
+        "engines": {"preset": "static", "device": "cpu"},
+    }
+    local, _ = await runner_runs(Settings(**base), n)
+    cluster = ray_head()
+    try:
+        app = f"bench{uuid.uuid4().hex[:6]}"
+        runner = {"backend": "ray", "ray_address": cluster.address, "app_name": app}
+        ray, (cold_s, cold) = await runner_runs(Settings(**base, runner=runner), n)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # leave the cluster before it stops
+        cluster.stop()
+    p50 = {"local": percentile(local, 0.5) * 1e3, "ray": percentile(ray, 0.5) * 1e3}
+    return {
+        "runs": n,
+        "local_p50_ms": p50["local"],
+        "ray_p50_ms": p50["ray"],
+        "ray_p95_ms": percentile(ray, 0.95) * 1e3,
+        "added_ms_p50": p50["ray"] - p50["local"],
+        "ratio_p50": p50["ray"] / p50["local"],
+        "cold_start_s": cold_s,
+        "cold_startup_time_s": cold.startup_time,
+        "ray_start_s": cluster.startup_s,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"jobs": args.jobs, "concurrency": args.concurrency}
     with tempfile.TemporaryDirectory(prefix="kinema-bench-queue-") as tmp:
@@ -290,6 +373,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "polling": sync["api-only-polling"]["p50_ms"] - sync["worker"]["p50_ms"],
         }
         result["sync"] = sync
+        if args.ray:
+            result["ray"] = await dispatch_overhead(root, args.runs)
     return result
 
 
@@ -316,6 +401,18 @@ def print_table(result: dict[str, Any]) -> None:
         f"API-only adds at p50: {added['relay']:.1f} ms with LISTEN/NOTIFY, "
         f"{added['polling']:.1f} ms polling alone"
     )
+    if "ray" in result:
+        ray = result["ray"]
+        print(f"\n(c) {ray['runs']} warm static-image runs through the runner interface")
+        print(f"{'runner':<12}{'p50 ms':>10}")
+        print(f"{'local':<12}{ray['local_p50_ms']:>10.1f}")
+        print(f"{'ray':<12}{ray['ray_p50_ms']:>10.1f}")
+        print(f"Ray / local p50: {ray['ratio_p50']:.2f} (+{ray['added_ms_p50']:.1f} ms per job)")
+        print(
+            f"cold start from zero replicas: {ray['cold_start_s']:.2f} s for the first run "
+            f"(startup_time {ray['cold_startup_time_s']:.2f} s); "
+            f"ray start {ray['ray_start_s']:.1f} s"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -323,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sync", type=int, default=60, help="sync requests per replica")
+    parser.add_argument("--runs", type=int, default=100, help="runs per runner in (c)")
+    parser.add_argument("--no-ray", dest="ray", action="store_false", help="skip (c)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results/queue.json")
     args = parser.parse_args(argv)
