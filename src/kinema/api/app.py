@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kinema import __version__
-from kinema.api import docs, errors, health, openapi
+from kinema.api import docs, errors, health, openapi, playground
 from kinema.api import routes as generation_routes
 from kinema.api.lifespan import services
 from kinema.billing import routes as billing_routes
@@ -34,6 +34,9 @@ PUBLIC_ROUTES = frozenset(
         "/docs/oauth2-redirect",
         "/docs/assets/{name}",
         "/redoc",
+        "/",
+        "/playground",
+        "/playground/assets/{name}",
     }
 )
 """Routes that take no API key (a test fails on any other route that does not authenticate)."""
@@ -72,6 +75,7 @@ def create_app(
     app.include_router(generation_routes.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    app.include_router(playground.router)
     if metrics is not None:
         app.include_router(metrics_routes.router)
         app.add_middleware(HttpMetrics, metrics=metrics)
