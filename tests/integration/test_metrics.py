@@ -42,11 +42,13 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 async def settled(ctx: Ctx, state: str, preset: str = PRESET) -> Samples:
     """Samples once a job of ``preset`` was counted ``state`` (a sync job is answered a moment
-    before its settle)."""
+    before its settle). They come from the scrape after the one that saw it: a scrape reads the
+    store before it renders, so a job that settled in between is counted settled and still
+    current in that one."""
     for _ in range(200):
         _, samples = await scrape(ctx)
         if value(samples, "kinema_jobs_total", state=state, preset=preset):
-            return samples
+            return (await scrape(ctx))[1]
         await asyncio.sleep(0.025)
     raise AssertionError(f"no {state} job counted")
 
