@@ -23,6 +23,7 @@ from PIL import Image
 from kinema.errors import InvalidInput
 from kinema.media import fetch
 from kinema.media.fetch import FetchPolicy, blocked_reason, guarded_client, load_media
+from kinema.settings import FetchSettings
 
 pytestmark = pytest.mark.unit
 
@@ -189,9 +190,24 @@ async def test_private_and_special_addresses_are_refused(host: str) -> None:
         ("10.0.0.1", "10.0.0.1 is a private address"),
     ],
 )
-async def test_refusal_names_the_address_kind(host: str, message: str) -> None:
-    with pytest.raises(InvalidInput, match=rf"^{FIELD}: refused: {re.escape(message)}$"):
+async def test_refusal_names_the_address_kind_and_the_setting_that_allows_it(
+    host: str, message: str
+) -> None:
+    hint = f"; to allow it, add '{host}' to the setting fetch.allow_hosts (docs/configuration.md)"
+    with pytest.raises(InvalidInput, match=rf"^{FIELD}: refused: {re.escape(message + hint)}$"):
         await load_media(f"http://{host}:9/x.png", field=FIELD, policy=FetchPolicy())
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_with_the_setting_named(
+    server: _Server,
+) -> None:
+    # The hint names the setting as it is spelled in Settings (and so in TOML and the env).
+    assert "allow_hosts" in FetchSettings.model_fields
+    with pytest.raises(InvalidInput) as exc:
+        await load_media(_url(server, "/image", "localhost"), field=FIELD, policy=FetchPolicy())
+    assert exc.value.message.endswith(
+        "; to allow it, add 'localhost' to the setting fetch.allow_hosts (docs/configuration.md)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,7 +232,9 @@ async def test_dns_answer_is_checked_and_pinned(
     monkeypatch.setattr(anyio, "getaddrinfo", rebinding_dns)
     url = _url(server, "/image", "images.example")
     with pytest.raises(
-        InvalidInput, match=r"images\.example resolves to 127\.0\.0\.1, a loopback address$"
+        InvalidInput,
+        match=r"images\.example resolves to 127\.0\.0\.1, a loopback address; to allow it, "
+        r"add 'images\.example' to the setting fetch\.allow_hosts",
     ):
         await load_media(url, field=FIELD, policy=FetchPolicy())
     # Allowed by address: the connection goes to the checked IP the resolver returned.

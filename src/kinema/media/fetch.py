@@ -105,6 +105,15 @@ class BlockedAddressError(Exception):
     """The target resolves to an address the policy refuses (raised at connect time)."""
 
 
+ALLOW_SETTING = "fetch.allow_hosts"
+"""The setting that lifts the refusal (named in every refusal of a private address)."""
+
+
+def allow_hint(host: str) -> str:
+    """How an operator lets ``host`` be reached: appended to a refusal of a blocked address."""
+    return f"; to allow it, add {host!r} to the setting {ALLOW_SETTING} (docs/configuration.md)"
+
+
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
@@ -177,7 +186,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         # A name that resolves to any refused address is refused whole: one of them is a trap.
         for ip, reason in zip(addresses, reasons, strict=True):
             if reason is not None and not self._policy.address_allowed(ip):
-                raise BlockedAddressError(f"{host} resolves to {ip}, {_article(reason)} {reason}")
+                raise BlockedAddressError(
+                    f"{host} resolves to {ip}, {_article(reason)} {reason}{allow_hint(host)}"
+                )
         return addresses
 
     async def _resolve(self, host: str, port: int, limit_s: float | None) -> list[IPAddress]:
@@ -376,7 +387,9 @@ def _check_url(url: httpx.URL, *, field: str, policy: FetchPolicy) -> None:
         return
     reason = blocked_reason(ip)
     if reason is not None and not policy.address_allowed(ip):
-        raise InvalidInput(f"{field}: refused: {url.host} is {_article(reason)} {reason}")
+        raise InvalidInput(
+            f"{field}: refused: {url.host} is {_article(reason)} {reason}{allow_hint(url.host)}"
+        )
 
 
 async def _read_capped(response: httpx.Response, *, field: str, policy: FetchPolicy) -> bytes:
