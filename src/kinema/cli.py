@@ -72,7 +72,7 @@ def serve(
 
     from kinema.api.access import AccessLog, log_config
     from kinema.api.app import create_app
-    from kinema.api.serving import uvicorn_options
+    from kinema.api.serving import ListenError, Server, listen_socket, uvicorn_options
 
     server = settings.server.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -80,10 +80,15 @@ def serve(
     engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
     runner = settings.runner.model_copy(update={"backend": backend} if backend else {})
     settings = settings.model_copy(update={"server": server, "engines": engines, "runner": runner})
+    # Bound first: a port in use is one line now, not an error after the engines have loaded.
+    try:
+        sock = listen_socket(server.host, server.port)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
     make_private(settings.data_dir)
     # The access log is written after each answer (AccessLog), not by uvicorn before it.
     app = AccessLog(create_app(settings))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=server.host,
         port=server.port,
@@ -92,6 +97,7 @@ def serve(
         access_log=False,
         **uvicorn_options(),  # limits on slow and oversized request heads, keep-alive
     )
+    Server(config).run(sockets=[sock])
 
 
 @main.command("migrate")

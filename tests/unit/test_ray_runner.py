@@ -106,8 +106,9 @@ def test_serve_runner_option_overrides_the_backend(
 
     seen: list[Settings] = []
     monkeypatch.setattr(kinema.api.app, "create_app", lambda settings: seen.append(settings))
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
-    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "serve", "--runner", "ray"])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda _, sockets: [s.close() for s in sockets])
+    args = ["--data-dir", str(tmp_path), "serve", "--port", "0", "--runner", "ray"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert seen[0].runner.backend == "ray"
 

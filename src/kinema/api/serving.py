@@ -14,9 +14,13 @@ and be at most :data:`MAX_HEAD_BYTES` (else ``431``). The body has its own bound
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
+import socket
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 32 * 1024
@@ -137,3 +141,41 @@ def uvicorn_options() -> dict[str, Any]:
         "timeout_keep_alive": KEEP_ALIVE_S,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # the same bound should h11 be chosen
     }
+
+
+class ListenError(Exception):
+    """The server's address cannot be listened on (in use, not this machine's, no permission)."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, as uvicorn would bind it, made before the app starts
+    so that a port in use is reported at once instead of after the engines have loaded."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(
+                f"port {port} on {host} is already in use (another kinema serve?); "
+                "stop that process or choose another port with --port"
+            ) from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server on a socket bound beforehand (:func:`listen_socket`), saying where it
+    listens once the app has started (uvicorn says so only for sockets it binds itself)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info(
+                "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
+            )
