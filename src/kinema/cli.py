@@ -13,12 +13,22 @@ import click
 from kinema.billing.keys import from_micros
 from kinema.billing.service import KeyService
 from kinema.client.cli import register as register_client_commands
-from kinema.datadir import make_private
+from kinema.datadir import announce, make_private, stray_default
 from kinema.errors import KinemaError
 from kinema.settings import Settings, SettingsError, load_settings
 from kinema.store.db import open_database
 
 T = TypeVar("T")
+
+
+def _no_stray_database(settings: Settings) -> None:
+    """Stop a command that would create a new database in the default data directory (which
+    follows the current directory) while a running server uses another one."""
+    if "data_dir" in settings.model_fields_set or settings.database.url:
+        return  # chosen explicitly (--data-dir, KINEMA_DATA_DIR, the settings file), or no SQLite
+    message = stray_default(settings.data_dir)
+    if message is not None:
+        raise click.ClickException(message)
 
 
 @click.group()
@@ -30,7 +40,8 @@ T = TypeVar("T")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where the database, outputs and models live (default ./kinema-data).",
+    help="Where the database, outputs and models live (default ./kinema-data, in the current "
+    "directory).",
 )
 @click.pass_context
 def main(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
@@ -80,6 +91,7 @@ def serve(
     engines = settings.engines.model_copy(update={"preset": preset} if preset else {})
     runner = settings.runner.model_copy(update={"backend": backend} if backend else {})
     settings = settings.model_copy(update={"server": server, "engines": engines, "runner": runner})
+    _no_stray_database(settings)
     # Bound first: a port in use is one line now, not an error after the engines have loaded.
     try:
         sock = listen_socket(server.host, server.port)
@@ -97,7 +109,12 @@ def serve(
         access_log=False,
         **uvicorn_options(),  # limits on slow and oversized request heads, keep-alive
     )
-    Server(config).run(sockets=[sock])
+    host, bound_port = sock.getsockname()[:2]
+    forget = announce(settings.data_dir, f"http://{host}:{bound_port}")
+    try:
+        Server(config, on_shutdown=forget).run(sockets=[sock])
+    finally:
+        forget()  # when start-up failed (no shutdown then)
 
 
 @main.command("migrate")
@@ -110,8 +127,8 @@ def migrate_cmd(settings: Settings) -> None:
         await db.migrate()
         await db.dispose()
 
+    _no_stray_database(settings)
     make_private(settings.data_dir)
-
     asyncio.run(run())
     click.echo(f"database at the newest schema: {settings.database_url}")
 
@@ -125,6 +142,7 @@ def _with_keys(settings: Settings, action: Callable[[KeyService], Awaitable[T]])
         finally:
             await db.dispose()
 
+    _no_stray_database(settings)
     make_private(settings.data_dir)
     try:
         return asyncio.run(run())

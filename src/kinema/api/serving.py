@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -169,7 +170,21 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 class Server(uvicorn.Server):
     """uvicorn's server on a socket bound beforehand (:func:`listen_socket`), saying where it
-    listens once the app has started (uvicorn says so only for sockets it binds itself)."""
+    listens once the app has started (uvicorn says so only for sockets it binds itself), and
+    calling ``on_shutdown`` when it stops (uvicorn re-raises a SIGTERM once it has shut down,
+    so code after :meth:`run` does not run then)."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_shutdown: Callable[[], None] = lambda: None
+    ) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().shutdown(sockets)
+        finally:
+            self._on_shutdown()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
