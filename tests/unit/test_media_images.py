@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +18,9 @@ from kinema.media.images import (
     fit_image,
     verify_image,
 )
+from tests.fixtures.media import gradient as _gradient
+from tests.fixtures.media import png_header_only as _png_header_only
+from tests.fixtures.media import save as _save
 
 pytestmark = pytest.mark.unit
 
@@ -28,30 +28,6 @@ FIELD = "image_url"
 CHECKS = pytest.mark.parametrize("check", [decode_image, verify_image], ids=["decode", "verify"])
 """Everything decode_image refuses, verify_image (the API's check) refuses the same way."""
 Check = Callable[..., Image.Image]
-
-
-def _gradient(width: int = 64, height: int = 48) -> Image.Image:
-    x = np.linspace(0, 255, width, dtype=np.uint8)[None, :].repeat(height, 0)
-    y = np.linspace(0, 255, height, dtype=np.uint8)[:, None].repeat(width, 1)
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], axis=-1))
-
-
-def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width``×``height`` with almost no pixel data behind it."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
