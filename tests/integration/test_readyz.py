@@ -28,7 +28,10 @@ async def test_ready_when_engines_store_and_storage_answer(ctx: Ctx) -> None:
         "storage": True,
     }
     assert body["checks"]["engines"]["detail"] == "all: 1 worker(s)"
-    assert (await ctx.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await ctx.client.get("/healthz")).json() == {
+        "status": "ok",
+        "idempotency": ["v1", "v2"],
+    }
 
 
 async def test_an_api_only_replica_is_ready_and_says_so(tmp_path: Path) -> None:

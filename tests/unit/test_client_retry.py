@@ -1,6 +1,7 @@
 """The SDK against a mock transport: what is retried and how long it waits, that a retried submit
-keeps its Idempotency-Key (so it is never charged twice), that a v1 call is retried only when
-the answer proves nothing ran, and that a wait that runs out cancels the job."""
+or v1 call keeps its Idempotency-Key (so it is never charged twice), that a v1 call whose answer
+was lost is repeated only on a server that deduplicates v1, and that a wait that runs out
+cancels the job."""
 
 from __future__ import annotations
 
@@ -112,18 +113,132 @@ def test_retries_end_with_the_typed_error() -> None:
     assert rate.value.retry_after == 3600 and limited.sleeps == []
 
 
-def test_a_v1_call_is_retried_only_when_nothing_ran() -> None:
-    png = httpx.Response(200, content=b"\x89PNG", headers={"content-type": "image/png"})
+PNG = b"\x89PNG"
+DEDUPLICATES = {"status": "ok", "idempotency": ["v1", "v2"]}
+# Lost after the request was sent, or a proxy that stopped waiting: the generation may be
+# running (and will be charged); only a server that deduplicates v1 makes a repeat safe.
+LOST: dict[str, Callable[[], httpx.Response | Exception]] = {
+    "proxy-504": lambda: err(504),
+    "proxy-502": lambda: err(502),
+    "reset": lambda: httpx.ReadError("reset"),
+    "read-timeout": lambda: httpx.ReadTimeout("slow"),
+    "closed-mid-answer": lambda: httpx.RemoteProtocolError("closed mid-answer"),
+}
+
+
+def png() -> httpx.Response:
+    return httpx.Response(200, content=PNG, headers={"content-type": "image/png"})
+
+
+class V1Server(Recorder):
+    """A :class:`Recorder` whose ``/healthz`` answers ``health`` (and counts the asks)."""
+
+    def __init__(
+        self, answers: list[httpx.Response | Exception], health: dict[str, object] | None
+    ) -> None:
+        super().__init__(answers)
+        self.health = health  # None: no /healthz (404)
+        self.probes = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            self.probes += 1
+            return httpx.Response(404) if self.health is None else ok(self.health)
+        return super().__call__(request)
+
+
+def test_a_v1_call_that_proves_nothing_ran_is_retried_without_asking() -> None:
     kinema_502 = err(502, **{"x-request-id": "r9"})
-    server = Recorder([err(429), err(503), kinema_502, httpx.ConnectError("refused"), png])
-    assert server.client(retry=RetryPolicy(max_retries=4)).run_sync("m", {}) == b"\x89PNG"
-    assert len(server.requests) == 5
-    # The request may have run (and been charged) behind these: never sent again.
-    for answer in (err(504), err(502), httpx.ReadError("reset"), httpx.ReadTimeout("slow")):
-        once = Recorder([answer, png])
-        with pytest.raises((GenerationTimeout, ServerError, ConnectionFailed)):
-            once.client().run_sync("m", {})
-        assert len(once.requests) == 1
+    server = V1Server([err(429), err(503), kinema_502, httpx.ConnectError("refused"), png()],
+                      health=None)  # fmt: skip
+    assert server.client(retry=RetryPolicy(max_retries=4)).run_sync("m", {}) == PNG
+    assert len(server.requests) == 5 and server.probes == 0
+
+
+@pytest.mark.parametrize("lost", LOST)
+def test_a_v1_call_whose_answer_was_lost_is_retried_on_a_deduplicating_server(lost: str) -> None:
+    server = V1Server([LOST[lost](), png()], health=DEDUPLICATES)
+    assert server.client().run_sync("m", {"prompt": "x"}) == PNG
+    keys = {r.headers["idempotency-key"] for r in server.requests}
+    assert len(server.requests) == 2 and len(keys) == 1  # the repeat attaches, charged once
+    assert all(json.loads(r.content) == {"prompt": "x"} for r in server.requests)
+    assert server.probes == 1
+
+
+def test_the_server_is_asked_once_per_client_and_every_ambiguity_is_then_retried() -> None:
+    server = V1Server([*(make() for make in LOST.values()), png(), png()], health=DEDUPLICATES)
+    client = server.client(retry=RetryPolicy(max_retries=len(LOST)))
+    assert client.run_sync("m", {}) == PNG
+    assert client.run_sync("m", {}) == PNG
+    assert server.probes == 1 and len(server.requests) == len(LOST) + 2
+    first, second = server.requests[0], server.requests[-1]
+    assert first.headers["idempotency-key"] != second.headers["idempotency-key"]  # per call
+
+
+@pytest.mark.parametrize("lost", LOST)
+@pytest.mark.parametrize("health", [None, {"status": "ok"}], ids=["no-healthz", "no-v1-dedup"])
+def test_a_v1_call_whose_answer_was_lost_is_never_repeated_elsewhere(
+    lost: str, health: dict[str, object] | None
+) -> None:
+    # The hosted API, or an older server: a repeat could run (and charge) the request twice.
+    server = V1Server([LOST[lost](), png()], health=health)
+    with pytest.raises((GenerationTimeout, ServerError, ConnectionFailed)):
+        server.client().run_sync("m", {})
+    assert len(server.requests) == 1 and server.probes == 1
+
+
+def test_an_unanswered_question_means_no_repeat() -> None:
+    class Down(V1Server):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/healthz":
+                self.probes += 1
+                raise httpx.ConnectError("refused")
+            return super().__call__(request)
+
+    server = Down([httpx.ReadError("reset"), png()], health=DEDUPLICATES)
+    with pytest.raises(ConnectionFailed):
+        server.client().run_sync("m", {})
+    assert len(server.requests) == 1
+
+
+def test_kinemas_own_504_is_raised_it_cancelled_and_refunded_the_job() -> None:
+    server = V1Server([err(504, **{"x-request-id": "r9"}), png()], health=DEDUPLICATES)
+    with pytest.raises(GenerationTimeout) as exc:
+        server.client().run_sync("m", {})
+    assert exc.value.request_id == "r9" and len(server.requests) == 1 and server.probes == 0
+
+
+def test_an_answer_that_shows_deduplication_spares_the_question() -> None:
+    replayed = httpx.Response(200, content=PNG, headers={"x-idempotent-replay": "false"})
+    server = V1Server([replayed, httpx.ReadError("reset"), png()], health=None)
+    client = server.client()
+    assert client.run_sync("m", {}) == PNG
+    assert client.run_sync("m", {}) == PNG  # retried: the first answer showed the server dedupes
+    assert server.probes == 0 and len(server.requests) == 3
+
+
+async def test_the_async_client_retries_v1_the_same_way() -> None:
+    server = V1Server([httpx.ReadError("reset"), png()], health=DEDUPLICATES)
+    elsewhere = V1Server([httpx.ReadError("reset"), png()], health=None)
+
+    async def no_sleep(seconds: float) -> None:
+        server.sleeps.append(seconds)
+
+    for mock, want in ((server, 2), (elsewhere, 1)):
+
+        async def handler(request: httpx.Request, mock: V1Server = mock) -> httpx.Response:
+            return mock(request)
+
+        async with AsyncClient(BASE, "kin_test", transport=httpx.MockTransport(handler)) as client:
+            client._sleep = no_sleep
+            if want == 2:
+                assert await client.run_sync("m", {}) == PNG
+            else:
+                with pytest.raises(ConnectionFailed):
+                    await client.run_sync("m", {})
+        assert len(mock.requests) == want and mock.probes == 1
+        keys = {r.headers["idempotency-key"] for r in mock.requests}
+        assert len(keys) == 1
 
 
 def _status(status: str, **extra: object) -> httpx.Response:

@@ -29,9 +29,14 @@ PROBE_KEY = "readyz/probe"
 """The key the storage check asks about; it is never written."""
 
 
+IDEMPOTENT_PATHS = ["v1", "v2"]
+"""The submit paths that deduplicate by Idempotency-Key, as ``/healthz`` lists them: the SDK
+asks before it repeats a v1 call whose answer it lost."""
+
+
 @router.get("/healthz", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> dict[str, object]:
+    return {"status": "ok", "idempotency": IDEMPOTENT_PATHS}
 
 
 @router.get("/readyz", include_in_schema=False)

@@ -36,7 +36,8 @@ MAX_WAIT_S = 48 * 3600.0
 practice, but every loop has a bound."""
 
 # "safe": the call may be repeated without a second charge (GETs, cancel, a v2 submit with its
-# Idempotency-Key). "sync": a v1 call, which the server does not deduplicate yet.
+# Idempotency-Key). "sync": a v1 call with its Idempotency-Key, which only a server that
+# deduplicates v1 (Kinema does; the hosted API need not) makes safe to repeat.
 CallKind = Literal["safe", "sync"]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -66,26 +67,59 @@ class RetryPolicy:
         return base * (1 + random.uniform(-self.jitter, self.jitter))
 
 
-def retryable_status(kind: CallKind, response: httpx.Response) -> bool:
+Decision = Literal["retry", "raise", "if_deduplicated"]
+"""What to do with a failed call: retry it, raise its error, or retry only if the server
+deduplicates v1 requests by Idempotency-Key (:func:`deduplicates_v1`)."""
+
+
+def decide_status(kind: CallKind, response: httpx.Response) -> Decision:
     """Whether an error answer may be retried without risking a second charge.
 
-    A v1 call that reached a worker may have run: it is retried only when the answer proves it
-    did not (429; 503; Kinema's own 502, which means no worker took it and nothing is charged).
-    A 504 on v1 is never retried: Kinema cancelled the job, but a proxy's 504 leaves it running.
+    A v1 answer that proves nothing ran (429; 503; Kinema's own 502, which means no worker took
+    the job) is retried. Kinema's own 504 is raised: it cancelled and refunded the job, so a
+    repeat would only answer the same. Any other 502 or 504 comes from a proxy that stopped
+    waiting while the generation may still run: a repeat with the same Idempotency-Key attaches
+    to it on a server that deduplicates v1, and would run it again on one that does not.
     """
     if response.status_code not in RETRY_STATUSES:
-        return False
-    if kind == "safe":
-        return True
+        return "raise"
+    if kind == "safe" or response.status_code in (429, 503):
+        return "retry"
+    kinemas = "x-request-id" in response.headers  # Kinema's own answer, not a proxy's
     if response.status_code == 502:
-        return "x-request-id" in response.headers  # Kinema's, not a proxy's
-    return response.status_code in (429, 503)
+        return "retry" if kinemas else "if_deduplicated"
+    return "raise" if kinemas else "if_deduplicated"
 
 
-def retryable_error(kind: CallKind, exc: httpx.TransportError) -> bool:
-    """Whether a transport failure may be retried: always for safe calls; for v1 only when the
-    request never reached the server (it could not connect)."""
-    return kind == "safe" or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+def decide_error(kind: CallKind, exc: httpx.TransportError) -> Decision:
+    """Whether a transport failure may be retried: always for safe calls and for a connection
+    that was never made; a v1 call lost after it was sent may be running, so only when the
+    server deduplicates v1."""
+    if kind == "safe" or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return "retry"
+    return "if_deduplicated"
+
+
+HEALTH_PATH = "/healthz"
+
+
+def deduplicates_v1(response: httpx.Response) -> bool:
+    """Whether a ``GET /healthz`` answer says the server deduplicates v1 requests by
+    Idempotency-Key (Kinema's lists ``"v1"`` under ``idempotency``)."""
+    if not response.is_success:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    paths = body.get("idempotency") if isinstance(body, dict) else None
+    return isinstance(paths, list) and "v1" in paths
+
+
+def shows_deduplication(response: httpx.Response) -> bool:
+    """Whether an answer proves the server deduplicates by Idempotency-Key (Kinema's v1
+    answers to a request with a key say ``x-idempotent-replay``)."""
+    return "x-idempotent-replay" in response.headers
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -44,6 +44,8 @@ class AsyncClient:
         self.config = Config.build(base_url, api_key, timeout, retry, poll_interval)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._deduplicates_v1: bool | None = None
+        """Whether the server deduplicates v1 by Idempotency-Key; None until it matters."""
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -62,14 +64,21 @@ class AsyncClient:
     async def run_sync(
         self, model: str | GenerationRequest, params: Mapping[str, Any] | None = None
     ) -> bytes:
-        """``POST /v1/{model}``: wait for the generation and return the media bytes."""
+        """``POST /v1/{model}``: wait for the generation and return the media bytes.
+
+        The call carries an ``Idempotency-Key`` that its retries reuse. Against a server that
+        deduplicates v1 by it (Kinema says so at ``/healthz``) a 429, 502, 503, 504 or broken
+        connection is retried and attaches to the same generation, charged once; against one
+        that does not (the hosted API), only answers that prove nothing ran are retried.
+        """
         request = request_of(model, params)
         response = await self._send(
             "POST",
             f"/v1/{request.model}",
             "sync",
             json=dict(request.params),
-            # For servers that deduplicate v1 too; until then v1 retries stay conservative.
+            # One key for the call and its retries: a server that deduplicates v1 attaches a
+            # retry to the generation already running, never a second charge.
             headers={"idempotency-key": _core.new_idempotency_key()},
             timeout=httpx.Timeout(self.config.timeout_s, read=SYNC_READ_TIMEOUT_S),
         )
@@ -164,21 +173,38 @@ class AsyncClient:
                     timeout=timeout or self.config.timeout_s,
                 )
             except httpx.TransportError as exc:
-                delay = policy.delay(attempt) if _core.retryable_error(kind, exc) else None
+                retry = await self._may_retry(_core.decide_error(kind, exc))
+                delay = policy.delay(attempt) if retry else None
                 if delay is None:
                     raise ConnectionFailed(
                         f"cannot reach the server ({method} {url}): {exc}"
                     ) from exc
                 await self._sleep(delay)
                 continue
+            if _core.shows_deduplication(response):
+                self._deduplicates_v1 = True
             if response.is_success or response.status_code in accept:
                 return response
-            retry = _core.retryable_status(kind, response)
+            retry = await self._may_retry(_core.decide_status(kind, response))
             delay = policy.delay(attempt, _core.retry_after(response)) if retry else None
             if delay is None:
                 raise _core.error_of(response)
             await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _may_retry(self, decision: _core.Decision) -> bool:
+        if decision != "if_deduplicated":
+            return decision == "retry"
+        if self._deduplicates_v1 is None:
+            # Asked once, on the first v1 call that needs to know; unanswered means "no".
+            try:
+                answer = await self._http.get(
+                    self.config.url(_core.HEALTH_PATH), timeout=self.config.timeout_s
+                )
+            except httpx.TransportError:
+                return False
+            self._deduplicates_v1 = _core.deduplicates_v1(answer)
+        return self._deduplicates_v1
 
     async def _download(self, url: str) -> AsyncIterator[tuple[int | None, bytes]]:
         # The key goes only to this server: a storage URL elsewhere is presigned.
