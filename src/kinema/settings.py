@@ -156,6 +156,13 @@ class JobSettings(_Section):
     ``LISTEN/NOTIFY`` on one connection per replica). Off: replicas see each other's changes
     by polling only (e.g. behind a transaction-pooling proxy that does not carry ``LISTEN``).
     No effect on SQLite."""
+    liveness: bool = True
+    """Know at once when a replica sharing the store stops (SIGKILL, crash): each holds a lock
+    that ends with its process — a file lock next to the SQLite database, a session advisory
+    lock on PostgreSQL (one connection per replica). The jobs it ran are retried without
+    waiting for ``lease_s``; the sync requests whose connections it held are failed and
+    refunded (their clients cannot be answered). Off (e.g. behind a transaction-pooling proxy,
+    where session locks do not hold): leases alone decide."""
     run_timeout_s: float = Field(3600.0, gt=0)
     """Longest a run may take; past it the worker is killed (and restarted) and the job FAILED
     and refunded."""

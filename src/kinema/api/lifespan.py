@@ -12,6 +12,7 @@ from kinema.api.service import GenerationService, configured_presets, fetch_poli
 from kinema.billing.ratelimit import RateLimiter
 from kinema.billing.service import KeyService
 from kinema.jobs.dispatcher import Dispatcher
+from kinema.jobs.liveness import open_liveness
 from kinema.jobs.notify import Notifier
 from kinema.jobs.relay import Relay, open_relay
 from kinema.jobs.retention import run_periodically
@@ -59,7 +60,11 @@ async def services(
         if relay is not None:
             await relay.start(notifier.deliver)
             stack.push_async_callback(relay.close)
-        jobs = JobService(db, settings, notifier)
+        # Held from before the first job is taken until after the last is handed back.
+        liveness = open_liveness(settings)
+        await liveness.start()
+        stack.push_async_callback(liveness.close)
+        jobs = JobService(db, settings, notifier, replica=liveness.id)
         limiter = RateLimiter(
             settings.rate_limit.default,
             settings.rate_limit.storage_url,
@@ -72,7 +77,14 @@ async def services(
         dispatcher = None
         if runner is not None:
             dispatcher = Dispatcher(
-                db, jobs, runner, storage, settings.jobs, models=models, metrics=metrics
+                db,
+                jobs,
+                runner,
+                storage,
+                settings.jobs,
+                models=models,
+                metrics=metrics,
+                liveness=liveness,
             )
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)

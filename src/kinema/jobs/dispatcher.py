@@ -18,8 +18,9 @@ from kinema.errors import KinemaError
 from kinema.jobs import repository as repo
 from kinema.jobs.handoff import Handoff
 from kinema.jobs.leases import Held, Leases
+from kinema.jobs.liveness import Liveness
 from kinema.jobs.models import Job, Lease, NewJob, Status
-from kinema.jobs.service import CANCELLED, SHUT_DOWN, WORKER_LOST, JobService
+from kinema.jobs.service import CANCELLED, SHUT_DOWN, WAITER_LOST, WORKER_LOST, JobService
 from kinema.jobs.slots import Queue, Slots
 from kinema.logs import REQUEST_ID
 from kinema.runners.base import RunCancelled, RunFailed, Runner, RunnerLost, RunResult, RunTask
@@ -52,16 +53,19 @@ class Dispatcher:
         *,
         models: Mapping[str, str],
         metrics: Metrics | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         """``models``: model slug → engine task (which pool runs its jobs); ``metrics``: where
-        each job it settles is counted."""
+        each job it settles is counted; ``liveness``: this process's replica id (the leases'
+        owner) and which other replicas have stopped (None: only leases tell)."""
         self._metrics = metrics
+        self._liveness = liveness
         self._db = db
         self._jobs = jobs
         self._runner = runner
         self._storage = storage
         self._settings = settings
-        self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.owner = liveness.id if liveness else f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active: dict[str, asyncio.Task[None]] = {}
         self._slots = Slots(runner.pools, models)
         """One queue per pool; a job holds its pool's slot from launch until the runner
@@ -141,10 +145,12 @@ class Dispatcher:
                 await asyncio.wait_for(wake.wait(), self._settings.poll_interval_s)
 
     async def tick(self) -> int:
-        """Fail abandoned jobs (at most once per poll interval: it is a scan), then claim for
-        each pool as many of its jobs as it has free slots."""
+        """Take over what stopped replicas left and fail abandoned jobs (at most once per poll
+        interval: they are scans), then claim for each pool as many of its jobs as it has free
+        slots."""
         if time.monotonic() - self._abandoned_checked >= self._settings.poll_interval_s:
             self._abandoned_checked = time.monotonic()
+            await self._take_over_stopped()
             await self._fail_abandoned()
         taken = 0
         for queue in self._slots.queues:
@@ -252,6 +258,28 @@ class Dispatcher:
         if self._active.get(job_id) is task:
             del self._active[job_id]
             self._release_slot(job_id)  # if it ended before reaching the runner
+
+    async def _take_over_stopped(self) -> None:
+        """A replica that stopped without handing its jobs back (killed, crashed): the jobs it
+        ran are retried now, not after their leases; the sync jobs whose clients it held are
+        cancelled and refunded — nobody can be answered with them (the first start after a
+        crash finds its own predecessor's)."""
+        if self._liveness is None:
+            return
+        named = await self._db.read(repo.named_replicas)
+        dead = sorted(await self._liveness.dead(named - {self.owner}))
+        if not dead:
+            return
+        log.warning("replicas stopped: %s; taking over their jobs", ", ".join(dead))
+        now = time.time()
+        queued = await self._db.write(lambda conn: repo.orphan(conn, dead, now=now))
+        for job in queued:
+            failed = await self._jobs.settle_failed(
+                job, WAITER_LOST, owner=None, expected=(Status.QUEUED,)
+            )
+            if failed and self._metrics is not None:
+                self._metrics.job_settled(job, Status.FAILED)
+        self._jobs.notifier.work_available.set()  # their jobs are claimable now
 
     async def _fail_abandoned(self) -> None:
         now = time.time()

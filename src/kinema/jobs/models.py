@@ -47,6 +47,8 @@ class Job:
     request_hash: str | None = None
     startup_time: float | None = None
     """How long its run waited for a worker to come up (a Ray replica started from zero)."""
+    waiter: str | None = None
+    """A sync job's: the replica whose open connection waits for it (see jobs.liveness)."""
 
     @property
     def queue_time(self) -> float | None:
@@ -65,7 +67,9 @@ class Lease:
     expires_at: float
 
 
-def inserted_job(new: NewJob, *, now: float, expires_at: float, lease: Lease | None) -> Job:
+def inserted_job(
+    new: NewJob, *, now: float, expires_at: float, lease: Lease | None, waiter: str | None = None
+) -> Job:
     """The row :func:`kinema.jobs.repository.insert_job` writes, without reading it back."""
     claimed = lease is not None
     return Job(
@@ -92,6 +96,7 @@ def inserted_job(new: NewJob, *, now: float, expires_at: float, lease: Lease | N
         output_expires_at=None,
         idempotency_key=new.idempotency_key,
         request_hash=new.request_hash,
+        waiter=waiter,
     )
 
 

@@ -55,6 +55,7 @@ def _job(row: Any) -> Job:
         idempotency_key=row.idempotency_key,
         request_hash=row.request_hash,
         startup_time=row.startup_time,
+        waiter=row.waiter,
     )
 
 
@@ -63,9 +64,16 @@ _GET = Prepared(select(jobs).where(jobs.c.id == bindparam("job")))
 
 
 def insert_job(
-    conn: Connection, new: NewJob, *, now: float, expires_at: float, lease: Lease | None = None
+    conn: Connection,
+    new: NewJob,
+    *,
+    now: float,
+    expires_at: float,
+    lease: Lease | None = None,
+    waiter: str | None = None,
 ) -> None:
-    """Insert a queued job, or, with ``lease``, one already claimed by the lease's owner."""
+    """Insert a queued job, or, with ``lease``, one already claimed by the lease's owner;
+    ``waiter``: the replica whose connection waits for it (a sync job's)."""
     claimed: dict[str, Any] = {}
     if lease is not None:
         claimed = {
@@ -97,6 +105,7 @@ def insert_job(
             "lease_expires_at": None,
             "started_at": None,
             "progress": None,
+            "waiter": waiter,
             **claimed,
         },
     )
@@ -296,6 +305,48 @@ def release(conn: Connection, job_id: str, owner: str, *, attempt_back: bool = F
         .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None, **attempts)
     )
     return result.rowcount == 1
+
+
+_ACTIVE = (Status.QUEUED.value, Status.PROCESSING.value)
+
+
+def named_replicas(conn: Connection) -> set[str]:
+    """The replicas unfinished jobs depend on: running jobs' lease owners, sync jobs' waiters."""
+    rows = conn.execute(
+        select(jobs.c.lease_owner, jobs.c.waiter).where(jobs.c.status.in_(_ACTIVE)).distinct()
+    )
+    return {name for row in rows for name in row if name is not None}
+
+
+def orphan(conn: Connection, dead: list[str], *, now: float) -> list[Job]:
+    """What the stopped replicas ``dead`` leave: their running jobs' leases end now (the next
+    claim retries them); the sync jobs they held the connections of are to be cancelled — a
+    running one is flagged (its lease holder stops it, and refunds), the queued ones are
+    returned, to be failed and refunded."""
+    conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.status == Status.PROCESSING.value,
+            jobs.c.sync.is_(True),
+            jobs.c.waiter.in_(dead),
+        )
+        .values(cancel_requested=True)
+    )
+    conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.status == Status.PROCESSING.value,
+            jobs.c.lease_owner.in_(dead),
+            jobs.c.lease_expires_at >= now,
+        )
+        .values(lease_expires_at=0.0)  # expired
+    )
+    rows = conn.execute(
+        select(jobs).where(
+            jobs.c.status == Status.QUEUED.value, jobs.c.sync.is_(True), jobs.c.waiter.in_(dead)
+        )
+    )
+    return [_job(r) for r in rows]
 
 
 def request_cancel(conn: Connection, job_id: str) -> None:

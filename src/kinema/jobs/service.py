@@ -26,13 +26,21 @@ CANCELLED = "cancelled by the client"
 WORKER_LOST = "the generation worker was lost"
 SHUT_DOWN = "the server shut down before the generation finished"
 CLIENT_GONE = "cancelled: the client of this sync request disconnected before it finished"
+WAITER_LOST = (
+    "cancelled: the server holding this sync request's connection stopped before it finished"
+)
 
 
 class JobService:
-    def __init__(self, db: Database, settings: Settings, notifier: Notifier) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, notifier: Notifier, *, replica: str | None = None
+    ) -> None:
+        """``replica``: this process's replica id, recorded as the waiter of the sync jobs it
+        submits (see :mod:`kinema.jobs.liveness`)."""
         self._db = db
         self._settings = settings
         self.notifier = notifier
+        self.replica = replica
 
     async def submit(self, new: NewJob, lease: Lease | None = None) -> tuple[Job, int | None]:
         """Reserve the price and insert the job in ONE transaction (with ``lease``: inserted
@@ -45,6 +53,7 @@ class JobService:
                 return earlier, None
         now = time.time()
         expires = now + self._settings.retention.request_ttl_s
+        waiter = self.replica if new.sync else None
 
         def tx(conn: Connection) -> int:
             after = billing.reserve(conn, new.key_id, new.id, new.price_micros, now=now)
@@ -54,7 +63,7 @@ class JobService:
                     f"not enough credits: this request costs {new.price_micros / 1e6:.4f}, "
                     f"the balance is {balance / 1e6:.4f}"
                 )
-            repo.insert_job(conn, new, now=now, expires_at=expires, lease=lease)
+            repo.insert_job(conn, new, now=now, expires_at=expires, lease=lease, waiter=waiter)
             if new.webhook is not None:
                 repo.insert_webhook(conn, new.id, new.webhook)
             return after
@@ -69,7 +78,8 @@ class JobService:
             return earlier, None
         if lease is None:
             self.notifier.job_submitted()
-        return inserted_job(new, now=now, expires_at=expires, lease=lease), after
+        job = inserted_job(new, now=now, expires_at=expires, lease=lease, waiter=waiter)
+        return job, after
 
     async def replay(self, new: NewJob) -> Job | None:
         """The earlier job with this idempotency key, if any (409 if its body differs)."""

@@ -85,6 +85,8 @@ jobs = Table(
     Column("finished_at", Float, nullable=True),
     Column("inference_time", Float, nullable=True),
     Column("startup_time", Float, nullable=True),
+    # The replica holding a sync request's connection (its client is answered from there only).
+    Column("waiter", String(80), nullable=True),
     Column("expires_at", Float, nullable=False),
     Column("output_expires_at", Float, nullable=True),
     UniqueConstraint("key_id", "idempotency_key", name="uq_jobs_key_idempotency"),
