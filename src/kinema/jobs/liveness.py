@@ -34,8 +34,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from kinema.jobs.relay import BACKOFF_S, CONNECT_TIMEOUT_S, KEEPALIVE_S, asyncpg_dsn
+from kinema.jobs.relay import CONNECT_TIMEOUT_S, KEEPALIVE_S, asyncpg_dsn, keep_connected
 from kinema.settings import Settings
+from kinema.store.db import sqlite_path
 
 if TYPE_CHECKING:
     import asyncpg
@@ -77,16 +78,15 @@ class Liveness(Protocol):
         form, none when it cannot be told now."""
 
 
-def open_liveness(settings: Settings, replica: str | None = None) -> Liveness:
+def open_liveness(settings: Settings) -> Liveness:
     """The liveness the job store allows (see the module's docstring)."""
     url = settings.database_url
-    path = url.split(":///", 1)[1] if url.startswith("sqlite") and ":///" in url else ""
-    if not settings.jobs.liveness or (url.startswith("sqlite") and path in ("", ":memory:")):
+    if url.startswith("postgresql") and settings.jobs.liveness:
+        return PostgresLiveness(asyncpg_dsn(url), new_id())
+    path = sqlite_path(url)
+    if not settings.jobs.liveness or path == ":memory:":
         return NoLiveness(new_id(judged=False))
-    replica = replica or new_id()
-    if url.startswith("postgresql"):
-        return PostgresLiveness(asyncpg_dsn(url), replica)
-    return FileLiveness(Path(path).with_name(Path(path).name + ".replicas"), replica)
+    return FileLiveness(Path(path).with_name(Path(path).name + ".replicas"), new_id())
 
 
 class NoLiveness:
@@ -221,28 +221,13 @@ class PostgresLiveness:
         return {r for r, k in judged.items() if k not in held}
 
     async def _forever(self) -> None:
-        import asyncpg
+        await keep_connected(self._dsn, "replica liveness", self._hold, self._lost)
 
-        wait = BACKOFF_S[0]
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("replica liveness: cannot reach PostgreSQL (%s); retrying", exc)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, BACKOFF_S[1])
-                continue
-            wait = BACKOFF_S[0]
-            try:
-                await self._hold(conn)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("replica liveness: lost the PostgreSQL connection (%s)", exc)
-            finally:
-                self.locked.clear()
-                self._conn = None
-                conn.terminate()
+    def _lost(self) -> None:
+        self.locked.clear()
+        self._conn = None
 
-    async def _hold(self, conn: asyncpg.Connection) -> None:
+    async def _hold(self, conn: asyncpg.Connection, _reconnect: bool) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         await conn.execute("SELECT pg_advisory_lock($1)", self._key)

@@ -20,6 +20,10 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETED, Status.FAILED)
 
 
+ACTIVE = (Status.QUEUED.value, Status.PROCESSING.value)
+"""The unfinished states, as stored."""
+
+
 @dataclass(frozen=True)
 class Job:
     id: str

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import make_url
@@ -69,6 +69,38 @@ def open_relay(settings: Settings) -> Relay | None:
 def asyncpg_dsn(url: str) -> str:
     """``postgresql+asyncpg://…`` (SQLAlchemy) as the ``postgresql://…`` asyncpg connects to."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def keep_connected(
+    dsn: str,
+    what: str,
+    session: Callable[[asyncpg.Connection, bool], Awaitable[None]],
+    lost: Callable[[], None],
+) -> None:
+    """Run ``session`` on a connection of its own to ``dsn``, for ever (until cancelled):
+    connected with backoff (:data:`BACKOFF_S`), and connected again whenever ``session`` ends
+    with the connection lost, after ``lost`` is called. ``session``'s second argument says
+    whether this is a reconnect. ``what`` names the user in the log lines."""
+    import asyncpg
+
+    wait, first = BACKOFF_S[0], True
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            log.warning("%s: cannot reach PostgreSQL (%s); retrying in %.1f s", what, exc, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, BACKOFF_S[1])
+            continue
+        wait = BACKOFF_S[0]
+        try:
+            await session(conn, not first)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: lost the PostgreSQL connection (%s); reconnecting", what, exc)
+        finally:
+            lost()
+            conn.terminate()
+        first = False
 
 
 class MemoryHub:
@@ -132,28 +164,9 @@ class PostgresRelay:
             self._task = None
 
     async def _forever(self) -> None:
-        import asyncpg
+        await keep_connected(self._dsn, "wake-ups", self._serve, self.connected.clear)
 
-        wait, first = BACKOFF_S[0], True
-        while True:
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("wake-ups: cannot reach PostgreSQL (%s); retrying in %.1f s", exc, wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, BACKOFF_S[1])
-                continue
-            wait = BACKOFF_S[0]
-            try:
-                await self._serve(conn, resync=not first)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("wake-ups: lost the PostgreSQL connection (%s); reconnecting", exc)
-            finally:
-                self.connected.clear()
-                conn.terminate()
-            first = False
-
-    async def _serve(self, conn: asyncpg.Connection, *, resync: bool) -> None:
+    async def _serve(self, conn: asyncpg.Connection, resync: bool) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         self._pid = conn.get_server_pid()

@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 
-from kinema.jobs.models import Job, Lease, NewJob, Status, Webhook
+from kinema.jobs.models import ACTIVE, Job, Lease, NewJob, Status, Webhook
 from kinema.jobs.spec import dump_spec, load_spec
 from kinema.store.prepared import Prepared
 from kinema.store.tables import jobs, webhooks
@@ -307,13 +307,10 @@ def release(conn: Connection, job_id: str, owner: str, *, attempt_back: bool = F
     return result.rowcount == 1
 
 
-_ACTIVE = (Status.QUEUED.value, Status.PROCESSING.value)
-
-
 def named_replicas(conn: Connection) -> set[str]:
     """The replicas unfinished jobs depend on: running jobs' lease owners, sync jobs' waiters."""
     rows = conn.execute(
-        select(jobs.c.lease_owner, jobs.c.waiter).where(jobs.c.status.in_(_ACTIVE)).distinct()
+        select(jobs.c.lease_owner, jobs.c.waiter).where(jobs.c.status.in_(ACTIVE)).distinct()
     )
     return {name for row in rows for name in row if name is not None}
 

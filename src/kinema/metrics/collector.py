@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kinema.jobs.models import Status
-from kinema.metrics.repository import ACTIVE, active_counts
+from kinema.jobs.models import ACTIVE, Status
+from kinema.metrics.repository import active_counts
 from kinema.runners.base import Pool, Runner
 from kinema.store.db import Database
 

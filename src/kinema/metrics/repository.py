@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select
 
-from kinema.jobs.models import Status
+from kinema.jobs.models import ACTIVE
 from kinema.store.tables import jobs
-
-ACTIVE = (Status.QUEUED.value, Status.PROCESSING.value)
 
 
 def active_counts(conn: Connection) -> dict[tuple[str, str], int]:

@@ -67,6 +67,11 @@ def open_database(url: str, *, echo: bool = False) -> Database:
     return PostgresDatabase(url, echo=echo)
 
 
+def sqlite_path(url: str) -> str:
+    """The database file of a ``sqlite:///path`` URL; ``:memory:`` for an in-memory one."""
+    return url.split(":///", 1)[1] if ":///" in url else ":memory:"
+
+
 def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -88,7 +93,7 @@ def _create_private(path: Path) -> None:
 
 class SQLiteDatabase:
     def __init__(self, url: str, *, echo: bool = False) -> None:
-        path = url.split(":///", 1)[1] if ":///" in url else ":memory:"
+        path = sqlite_path(url)
         if path != ":memory:":
             _create_private(Path(path))
         args = {"check_same_thread": False}
