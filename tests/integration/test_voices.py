@@ -4,8 +4,6 @@ voice_ids in a video request must name the caller's voices."""
 from __future__ import annotations
 
 import base64
-import io
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 
 from kinema.media.video import encode_mp4
 from tests.conftest import Ctx, png
+from tests.fixtures import media
 
 pytestmark = pytest.mark.integration
 VOICE = "/v1/kling-create-voice"
@@ -20,14 +19,7 @@ VIDEO = "/v1/kling-3-standard-image2video"
 
 
 def wav(seconds: float, rate: int = 16000) -> str:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        tone = np.sin(np.arange(int(seconds * rate)) * 0.05) * 8000
-        w.writeframes(tone.astype("<i2").tobytes())
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(media.wav(seconds, rate)).decode()
 
 
 async def test_create_voice_from_wav_and_mp4(ctx: Ctx, tmp_path: Path) -> None:
