@@ -4,12 +4,15 @@ voice_ids in a video request must name the caller's voices."""
 from __future__ import annotations
 
 import base64
+import io
+import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kinema.media.video import encode_mp4
+from kinema.voices.reference import REFERENCE_RATE, decode_wav
 from tests.conftest import Ctx, png
 from tests.fixtures import media
 
@@ -42,6 +45,47 @@ async def test_create_voice_from_wav_and_mp4(ctx: Ctx, tmp_path: Path) -> None:
     voices = ctx.svc.settings.storage_path / "voices"
     stored = [path for voice_id in ids for path in voices.glob(f"{voice_id}/sample.*")]
     assert sorted(p.suffix for p in stored) == [".mp4", ".wav"]
+    for voice_id in ids:  # the tone lasts the whole sample: 6 s of it
+        samples, _ = decode_wav((voices / voice_id / "reference.wav").read_bytes())
+        assert len(samples) == pytest.approx(6 * REFERENCE_RATE, abs=REFERENCE_RATE * 0.05)
+
+
+def stereo_wav(silence_s: float, tone_s: float, rate: int = 44100) -> str:
+    """Stereo 16-bit: ``silence_s`` of silence, then a quiet tone for ``tone_s``."""
+    tone = np.sin(np.arange(int(tone_s * rate)) * 0.05) * 1000
+    left = np.concatenate([np.zeros(int(silence_s * rate)), tone])
+    frames = np.stack([left, left * 0.5], axis=1).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames.tobytes())
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_a_cleaned_reference_clip_is_stored_beside_the_sample(ctx: Ctx) -> None:
+    key = await ctx.key()
+    r = await ctx.client.post(
+        VOICE, json={"voice_url": stereo_wav(3.0, 20.0)}, headers={"x-api-key": key}
+    )
+    assert r.status_code == 200, r.text
+    folder = ctx.svc.settings.storage_path / "voices" / r.json()["voice_id"]
+    assert sorted(p.name for p in folder.iterdir()) == ["reference.wav", "sample.wav"]
+    samples, rate = decode_wav((folder / "reference.wav").read_bytes())
+    assert rate == REFERENCE_RATE and samples.ndim == 1
+    assert len(samples) == 10 * REFERENCE_RATE  # the best 10 s of the 20 s tone
+    head = samples[: REFERENCE_RATE // 50]  # the first 20 ms: the tone, not the silence
+    rms_db = 20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    assert np.sqrt(np.mean(head**2)) > 0.05 and -21 < rms_db < -19
+
+
+async def test_a_silent_sample_is_400(ctx: Ctx) -> None:
+    key = await ctx.key()
+    silent = base64.b64encode(media.wav(6)[:44] + bytes(6 * 16000 * 2)).decode()
+    r = await ctx.client.post(VOICE, json={"voice_url": silent}, headers={"x-api-key": key})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("voice_url: the sample holds less than 1 s of sound")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Voice samples for ``voice_ids``: stored per key, validated by decoding them."""
+"""Voice samples for ``voice_ids``: stored per key, validated by decoding them, each with the
+cleaned reference clip a speech engine clones the voice from (:mod:`kinema.voices.reference`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import time
 import uuid
 
 from kinema.errors import InvalidInput, InvalidRequest
-from kinema.media.audio import probe_audio
+from kinema.media.audio import decode_mono, probe_audio
 from kinema.storage.base import Storage
 from kinema.store.db import Database
+from kinema.voices import reference
 from kinema.voices import repository as repo
 from kinema.voices.repository import Voice
 
@@ -22,7 +24,8 @@ class VoiceService:
         self._storage = storage
 
     async def create(self, key_id: str, sample: bytes, name: str | None) -> Voice:
-        """Verify the sample (mp3/wav/mp4/mov with 5–30 s of audio) and keep it for the key."""
+        """Verify the sample (mp3/wav/mp4/mov with 5–30 s of audio) and keep it for the key, with
+        its cleaned reference clip beside it (``voices/<id>/reference.wav``)."""
         # On a thread, and no further than MAX_S: decoding a whole file of hours stopped
         # every other request for seconds.
         info = await asyncio.to_thread(probe_audio, sample, field="voice_url", max_s=MAX_S)
@@ -32,6 +35,7 @@ class VoiceService:
                 f"voice_url: the sample must last {MIN_S:g}-{MAX_S:g} s of one clean speaker "
                 f"(got {got})"
             )
+        clip = await asyncio.to_thread(_reference_wav, sample)
         voice_id = "voice_" + uuid.uuid4().hex
         voice = Voice(
             id=voice_id,
@@ -44,6 +48,7 @@ class VoiceService:
         )
         await self._storage.put_bytes(voice.sample_key, sample, "application/octet-stream")
         try:
+            await self._storage.put_bytes(reference.reference_key(voice_id), clip, "audio/wav")
             await self._db.write(lambda conn: repo.insert_voice(conn, voice))
         except BaseException:
             await self._storage.delete_prefix(f"voices/{voice_id}")
@@ -60,3 +65,14 @@ class VoiceService:
                     f"voice_ids[{index}]: voice {voice_id!r} not found (create it with "
                     "kling-create-voice using this API key)"
                 )
+
+
+def _reference_wav(sample: bytes) -> bytes:
+    """The cleaned reference clip of a verified sample, as WAV (CPU work: run on a thread)."""
+    rate = reference.REFERENCE_RATE
+    samples = decode_mono(sample, rate=rate, field="voice_url", max_s=MAX_S)
+    try:
+        clip = reference.clean_reference(samples, rate)
+    except reference.NoSpeech as exc:
+        raise InvalidInput(f"voice_url: {exc}; give 5-30 s of one clean speaker") from exc
+    return reference.encode_wav(clip.samples, clip.sample_rate)
