@@ -31,6 +31,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from kinema.media.encoding import EncoderSettings
+
 
 class SettingsError(ValueError):
     """A setting is unknown or invalid: one line that names it (and the nearest known one)."""
@@ -320,6 +322,18 @@ class RunnerSettings(_Section):
         return address
 
 
+class MediaSettings(EncoderSettings):
+    """How outputs are encoded (``[media]``): the MP4's H.264 encoder, its fields documented on
+    :class:`~kinema.media.encoding.EncoderSettings` (unknown keys refused like any section's).
+    The workers get them as their :class:`~kinema.runners.protocol.WorkerConfig`'s ``encoder``."""
+
+    def encoder(self) -> EncoderSettings:
+        """The encoder's fields alone, for the workers."""
+        return EncoderSettings.model_validate(
+            self.model_dump(include=set(EncoderSettings.model_fields))
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KINEMA_", env_nested_delimiter="__", extra="forbid", toml_file=None
@@ -340,6 +354,7 @@ class Settings(BaseSettings):
     fetch: FetchSettings = FetchSettings()
     engines: EngineSettings = EngineSettings()
     runner: RunnerSettings = RunnerSettings()
+    media: MediaSettings = MediaSettings()
     retired_models: list[str] = []
     """Slugs an operator has retired: they answer 410."""
 

@@ -92,3 +92,42 @@ def test_secret_is_generated_once_with_private_mode(tmp_path: Path) -> None:
     assert first == Settings(data_dir=tmp_path).secret()
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     assert Settings(data_dir=tmp_path, secret_key="x").secret() == b"x"  # type: ignore[arg-type]
+
+
+def test_the_media_section_parses_and_reaches_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kinema.media.encoding import EncoderSettings
+    from kinema.runners.factory import worker_config
+
+    assert load_settings(data_dir=tmp_path).media.encoder() == EncoderSettings()
+    toml = tmp_path / "k.toml"
+    toml.write_text('[media]\ncodec = "h264_nvenc"\npreset = "superfast"\ncrf = 20\ncq = 23\n')
+    monkeypatch.setenv("KINEMA_MEDIA__THREADS", "4")
+    s = load_settings(toml, data_dir=tmp_path)
+    assert s.media.encoder() == EncoderSettings(
+        codec="h264_nvenc", preset="superfast", crf=20, threads=4, cq=23
+    )
+    assert worker_config(s).encoder == s.media.encoder()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            'codec = "x265"',
+            r"media.codec: Input should be 'libx264', 'h264_nvenc' or 'auto' \(got 'x265'\)",
+        ),
+        (
+            'preset = "quick"',
+            r"setting media.preset: Input should be 'ultrafast', .* \(got 'quick'\)",
+        ),
+        ("crf = 60", r"setting media.crf: Input should be less than or equal to 51 \(got 60\)"),
+        ("cfr = 18", r"unknown setting media.cfr in .* \(did you mean media.crf\?\)"),
+    ],
+)
+def test_a_bad_media_setting_is_refused_naming_it(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "k.toml"
+    path.write_text(f"[media]\n{toml}\n")
+    with pytest.raises(SettingsError, match=message):
+        load_settings(path, data_dir=tmp_path)

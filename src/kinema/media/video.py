@@ -1,24 +1,39 @@
-"""MP4 output (H.264 + AAC) with PyAV, and a probe for what a file really holds."""
+"""MP4 output (H.264 + AAC) with PyAV, streamed from chunks of frames, and a probe for what a
+file really holds."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypedDict
+from types import TracebackType
+from typing import Any, TypedDict, cast
 
 import av
 import numpy as np
 import numpy.typing as npt
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+from av.video.reformatter import ColorRange, Colorspace
 
-AUDIO_RATE = 48_000
-"""Sample rate of the AAC track; other input rates are resampled by the encoder."""
+from kinema.media.encoding import EncoderSettings
+from kinema.media.streams import AUDIO_RATE, AudioTrack, open_mp4
 
-_AUDIO_CHUNK = 4096
+__all__ = ["AUDIO_RATE", "ENCODE_CHUNK", "QUEUE_CHUNKS", "MediaInfo", "Mp4Writer", "encode_mp4"]
+
+QUEUE_CHUNKS = 2
+"""Chunks handed to a writer that may wait for its encoder thread: with the one it encodes
+and the one its caller holds, at most ``QUEUE_CHUNKS + 2`` chunks are alive."""
+
+ENCODE_CHUNK = 8
+"""Frames per chunk when :func:`encode_mp4` streams a whole array."""
+
+_STOP = object()
+
+Frames = npt.NDArray[np.uint8]
+Audio = npt.NDArray[np.float32]
 
 
 class MediaInfo(TypedDict):
@@ -37,51 +52,248 @@ class MediaInfo(TypedDict):
     audio_channels: int | None
 
 
+class _Aborted(Exception):
+    """The writer was aborted: its thread stops at the next frame."""
+
+
+class Mp4Writer:
+    """Writes an MP4 at ``path`` from frames given in chunks, encoding on a thread of its own.
+
+    Video: H.264 (see :class:`~kinema.media.encoding.EncoderSettings`; :attr:`codec` says
+    which encoder opened), yuv420p converted with explicit BT.709 limited-range matrices,
+    ``+faststart`` so playback can begin before the download ends. Audio (``audio_rate`` not
+    None): AAC stereo at 48 kHz from the samples given to :meth:`write_audio`, interleaved with
+    the video by time. The file appears at ``path`` only when :meth:`close` succeeds; a failure
+    or :meth:`abort` leaves none.
+
+    :meth:`write_frames` hands a chunk to the encoder thread through a queue of
+    :data:`QUEUE_CHUNKS` and blocks while it is full, so a producer faster than the encoder
+    (a VAE decode, which drops the GIL) overlaps with it in bounded memory. A chunk must not
+    be changed after it is handed over. ``check`` is called on the encoder thread before each
+    frame; what it raises (a cancel), like any error of the encoder, stops the thread and is
+    raised again by the next :meth:`write_frames`, :meth:`write_audio` or :meth:`close`.
+    Used as a context manager, an exception in the block aborts. Raises ``ValueError`` for a
+    bad size, rate or chunk, and PyAV's error when the encoder does not open.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        fps: int,
+        audio_rate: int | None,
+        encoder: EncoderSettings = EncoderSettings(),  # noqa: B008 (frozen)
+        check: Callable[[], None] | None = None,
+        audio_bitrate: int = 192_000,
+    ) -> None:
+        _check_geometry(width, height, fps, audio_rate)
+        self._path = path
+        self._partial = path.with_name(f".{path.name}.partial")
+        self._shape = (height, width, 3)
+        self._fps = fps
+        self._check = check
+        self._container, self._video, self._codec = open_mp4(
+            self._partial, width, height, fps, encoder
+        )
+        self._audio = None
+        if audio_rate is not None:
+            self._audio = AudioTrack(self._container, audio_rate, audio_bitrate)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._aborting = threading.Event()
+        self._closed = False
+        self._frames = 0
+        self._thread = threading.Thread(target=self._run, name="mp4-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def codec(self) -> str:
+        """The encoder that opened: ``libx264`` or ``h264_nvenc``."""
+        return self._codec
+
+    @property
+    def frames_written(self) -> int:
+        """Frames encoded so far."""
+        return self._frames
+
+    def write_frames(self, chunk: Frames) -> None:
+        """Queue ``chunk`` (``[t, height, width, 3]`` uint8 RGB) to be encoded after the rest."""
+        if chunk.ndim != 4 or chunk.shape[1:] != self._shape or chunk.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be uint8 [t, {self._shape[0]}, {self._shape[1]}, 3] (this "
+                f"writer's size), got {chunk.dtype} {list(chunk.shape)}"
+            )
+        if len(chunk):
+            self._put(chunk)
+
+    def write_audio(self, samples: Audio) -> None:
+        """Append ``samples`` (``[1 or 2, S]`` float in -1..1 at ``audio_rate``) to the track.
+        Give a part's audio before its frames, so the two interleave as they are encoded."""
+        if self._audio is None:
+            raise ValueError("this writer has no audio stream (audio_rate=None)")
+        self._put(_AudioPart(_as_stereo(samples, self._audio.rate)))
+
+    def close(self) -> None:
+        """Encode what is queued, flush the encoders, finish the file and move it to ``path``;
+        raises the encoder thread's error (and leaves no file) if it failed."""
+        if self._closed:
+            raise ValueError("the writer is closed")
+        self._closed = True
+        if self._error is None:
+            self._queue.put(_STOP)  # ends: the thread takes it, or fails and empties the queue
+        self._thread.join()
+        try:
+            self._raise_failure()
+            os.replace(self._partial, self._path)
+        finally:
+            _remove(self._partial)
+
+    def abort(self) -> None:
+        """Stop the encoder thread at its next frame and remove the partial file."""
+        self._closed = True
+        self._aborting.set()
+        self._drain()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_STOP)
+        self._thread.join()
+        _remove(self._partial)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+    # The caller's side ---------------------------------------------------------------------
+
+    def _put(self, item: object) -> None:
+        if self._closed:
+            raise ValueError("the writer is closed")
+        self._raise_failure()
+        # Blocks while the queue is full. A failing thread sets its error, then empties the
+        # queue, so this put always ends and the next call raises.
+        self._queue.put(item)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
+    # The encoder thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not _STOP:
+                if isinstance(item, _AudioPart):
+                    assert self._audio is not None
+                    self._audio.append(item.samples)
+                else:
+                    self._encode(cast(Frames, item))
+            if self._aborting.is_set():
+                raise _Aborted
+            self._finish()
+        except BaseException as exc:  # re-raised on the caller's thread
+            self._error = exc
+            self._drain()
+            with contextlib.suppress(Exception):
+                self._container.close()
+
+    def _encode(self, chunk: Frames) -> None:
+        for rgb in chunk:
+            if self._aborting.is_set():
+                raise _Aborted
+            if self._check is not None:
+                self._check()
+            frame = _video_frame(rgb, self._frames, self._fps)
+            if self._audio is not None:
+                # Interleave: the audio that starts before this frame ends goes first.
+                self._audio.send_until(Fraction(self._frames + 1, self._fps))
+            self._container.mux(self._video.encode(frame))
+            self._frames += 1
+
+    def _finish(self) -> None:
+        if self._audio is not None:
+            self._audio.finish()
+        self._container.mux(self._video.encode(None))
+        self._container.close()
+
+
+class _AudioPart:
+    __slots__ = ("samples",)
+
+    def __init__(self, samples: Audio) -> None:
+        self.samples = samples
+
+
 def encode_mp4(
     path: Path,
-    frames: npt.NDArray[np.uint8],
+    frames: Frames,
     fps: int,
-    audio: npt.NDArray[np.float32] | None,
+    audio: Audio | None,
     sample_rate: int,
     *,
-    preset: str = "veryfast",
-    crf: int = 18,
+    encoder: EncoderSettings = EncoderSettings(),  # noqa: B008 (frozen)
     audio_bitrate: int = 192_000,
     check: Callable[[], None] | None = None,
-) -> None:
-    """Write ``frames`` (``[T, H, W, 3]`` RGB uint8) and optional ``audio`` to an MP4 at ``path``.
-
-    Video: H.264 (libx264, yuv420p, BT.709 limited range, ``crf``/``preset``), ``+faststart``
-    so playback can begin before the download ends. Audio (``[C, S]`` float32 in -1..1, C of 1
-    or 2, at ``sample_rate``): AAC stereo at 48 kHz; ``None`` writes no audio stream. The file
-    appears at ``path`` only when complete. Raises ``ValueError`` for malformed arrays.
-    ``check`` is called before each frame is encoded; what it raises stops the encoding (and
-    leaves no file).
-    """
+) -> str:
+    """Write ``frames`` (``[T, H, W, 3]`` RGB uint8) and optional ``audio`` (``[C, S]`` float32
+    in -1..1, C of 1 or 2, at ``sample_rate``; None: no audio stream) to an MP4 at ``path``
+    with an :class:`Mp4Writer`, in chunks of :data:`ENCODE_CHUNK` frames. Returns the codec
+    used. Raises ``ValueError`` for malformed arrays; what ``check`` raises stops the encoding
+    and leaves no file."""
     _check_frames(frames, fps)
     stereo = None if audio is None else _as_stereo(audio, sample_rate)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        _write(partial, frames, fps, stereo, sample_rate, preset, crf, audio_bitrate, check)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+    height, width = frames.shape[1:3]
+    with Mp4Writer(
+        path,
+        width=width,
+        height=height,
+        fps=fps,
+        audio_rate=None if stereo is None else sample_rate,
+        encoder=encoder,
+        check=check,
+        audio_bitrate=audio_bitrate,
+    ) as writer:
+        if stereo is not None:
+            writer.write_audio(stereo)
+        for start in range(0, len(frames), ENCODE_CHUNK):
+            writer.write_frames(frames[start : start + ENCODE_CHUNK])
+        writer.close()
+    return writer.codec
 
 
-def _check_frames(frames: npt.NDArray[np.uint8], fps: int) -> None:
+def _check_frames(frames: Frames, fps: int) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must be [T, H, W, 3] with T > 0, got {frames.shape}")
     if frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
+    _check_geometry(frames.shape[2], frames.shape[1], fps, None)
+
+
+def _check_geometry(width: int, height: int, fps: int, audio_rate: int | None) -> None:
+    if width <= 0 or height <= 0 or height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if audio_rate is not None and audio_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {audio_rate}")
 
 
-def _as_stereo(audio: npt.NDArray[np.float32], sample_rate: int) -> npt.NDArray[np.float32]:
+def _as_stereo(audio: Audio, sample_rate: int) -> Audio:
     if audio.ndim != 2 or audio.shape[0] not in (1, 2):
         raise ValueError(f"audio must be [1 or 2, samples], got {audio.shape}")
     if sample_rate <= 0:
@@ -90,62 +302,12 @@ def _as_stereo(audio: npt.NDArray[np.float32], sample_rate: int) -> npt.NDArray[
     return np.ascontiguousarray(np.clip(stereo, -1.0, 1.0), dtype=np.float32)
 
 
-def _write(
-    partial: Path,
-    frames: npt.NDArray[np.uint8],
-    fps: int,
-    audio: npt.NDArray[np.float32] | None,
-    sample_rate: int,
-    preset: str,
-    crf: int,
-    audio_bitrate: int,
-    check: Callable[[], None] | None,
-) -> None:
-    with av.open(
-        str(partial), mode="w", format="mp4", container_options={"movflags": "+faststart"}
-    ) as container:
-        video = _add_video(container, frames, fps, preset, crf)
-        feed = None if audio is None else _AudioFeed(container, audio, sample_rate, audio_bitrate)
-        for index, frame in enumerate(_yuv_frames(frames, fps)):
-            if check is not None:
-                check()
-            if feed is not None:
-                # Interleave: the audio that starts before this frame ends goes first.
-                feed.send_until(Fraction(index + 1, fps))
-            container.mux(video.encode(frame))
-        if feed is not None:
-            feed.finish()
-        container.mux(video.encode(None))
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
-def _add_video(
-    container: Any, frames: npt.NDArray[np.uint8], fps: int, preset: str, crf: int
-) -> Any:
-    stream = container.add_stream("libx264", rate=fps)
-    stream.width = int(frames.shape[2])
-    stream.height = int(frames.shape[1])
-    stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": str(crf), "preset": preset}
-    ctx = stream.codec_context
-    ctx.colorspace = int(Colorspace.ITU709)
-    ctx.color_primaries = int(ColorPrimaries.BT709)
-    ctx.color_trc = int(ColorTrc.BT709)
-    ctx.color_range = int(ColorRange.MPEG)
-    return stream
-
-
-def _yuv_frames(frames: npt.NDArray[np.uint8], fps: int) -> Iterator[av.VideoFrame]:
-    """Frames converted to yuv420p one step ahead on a helper thread (swscale drops the GIL)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="yuv") as pool:
-        ahead = pool.submit(_video_frame, frames[0], 0, fps)
-        for index in range(1, len(frames) + 1):
-            frame = ahead.result()
-            if index < len(frames):
-                ahead = pool.submit(_video_frame, frames[index], index, fps)
-            yield frame
-
-
-def _video_frame(rgb: npt.NDArray[np.uint8], index: int, fps: int) -> av.VideoFrame:
+def _video_frame(rgb: Frames, index: int, fps: int) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     # Convert here with explicit BT.709 matrices; swscale's implicit default is BT.601.
     frame = frame.reformat(
@@ -156,35 +318,7 @@ def _video_frame(rgb: npt.NDArray[np.uint8], index: int, fps: int) -> av.VideoFr
     return frame
 
 
-class _AudioFeed:
-    """Feeds planar float chunks at the input rate to an AAC stream (it resamples to 48 kHz)."""
-
-    def __init__(
-        self, container: Any, audio: npt.NDArray[np.float32], sample_rate: int, bitrate: int
-    ) -> None:
-        self._container = container
-        self._stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-        self._stream.bit_rate = bitrate
-        self._audio = audio
-        self._rate = sample_rate
-        self._next = 0
-
-    def send_until(self, until: Fraction) -> None:
-        """Encode every chunk that starts before ``until`` seconds."""
-        total = self._audio.shape[1]
-        while self._next < total and Fraction(self._next, self._rate) < until:
-            chunk = np.ascontiguousarray(self._audio[:, self._next : self._next + _AUDIO_CHUNK])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate = self._rate
-            frame.pts = self._next
-            frame.time_base = Fraction(1, self._rate)
-            self._container.mux(self._stream.encode(frame))
-            self._next += _AUDIO_CHUNK
-
-    def finish(self) -> None:
-        """Encode what is left and flush the encoder."""
-        self.send_until(Fraction(self._audio.shape[1] + 1, self._rate))
-        self._container.mux(self._stream.encode(None))
+# Probing ------------------------------------------------------------------------------------
 
 
 def probe_mp4(path: Path) -> MediaInfo:

@@ -32,6 +32,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         load_options=options,
         plugins=tuple(engines.plugins),
         storage=storage_target(settings),
+        encoder=settings.media.encoder(),
     )
 
 

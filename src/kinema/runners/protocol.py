@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from kinema.engines.registry import LoadOptions
 from kinema.jobs.spec import JobSpec
+from kinema.media.encoding import EncoderSettings
 from kinema.storage.target import StorageTarget
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -65,6 +66,8 @@ class WorkerConfig(_Message):
     storage: StorageTarget
     heartbeat_s: float = Field(1.0, gt=0)
     """How often the worker says it is alive while it runs a job."""
+    encoder: EncoderSettings = EncoderSettings()
+    """How the worker encodes its MP4s (``[media]``)."""
 
 
 # Parent → worker ------------------------------------------------------------------------------
