@@ -176,7 +176,7 @@ def run_video(
     job = dump_spec(task.spec)
     watched = [e for e in (engine, composer) if e is not None and hasattr(e, "pipeline")]
     with spying(*watched) as spies:
-        result = execute(engines, task, LocalBlobs(out / "files"), lambda _p: None)
+        result = execute(engines, task, LocalBlobs(out / "files"), lambda _p, _w: None)
     calls = spies[0].calls if spies else []
     if composer is None:
         return Run(job, result, out / "files", calls)
@@ -198,7 +198,7 @@ def run_image(
     with spying(engine) as (spy,), pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "generate", record)
         blobs = LocalBlobs(out / "files")
-        result = execute({Task.IMAGE_TO_IMAGE: engine}, task, blobs, lambda _p: None)
+        result = execute({Task.IMAGE_TO_IMAGE: engine}, task, blobs, lambda _p, _w: None)
     return Run(dump_spec(task.spec), result, out / "files", spy.calls), jobs
 
 
@@ -324,7 +324,7 @@ def test_prompt_reaches_the_pipeline_and_changes_the_video(
 
     def render(prompt: str) -> npt.NDArray[np.uint8]:
         job = VideoJob(prompt, "", plain(RED), 1920, 1080, num_frames=9, fps=24, seed=3)
-        return ltx2_engine.generate(job, lambda _p: None).frames
+        return ltx2_engine.generate(job, lambda _p: None).frames.array()
 
     assert not np.array_equal(render("a red kite"), render("a blue boat at sea"))
 

@@ -51,7 +51,7 @@ def test_element_images_are_passed_as_references(
     )
     # The second element's image travels with the run instead of through the storage.
     task = RunTask(job_id="j", spec=spec, inline={"inputs/j/e2": _png((90, 90, 90))})
-    result = execute({Task.IMAGE_TO_IMAGE: flux2_engine}, task, blobs, lambda _p: None)
+    result = execute({Task.IMAGE_TO_IMAGE: flux2_engine}, task, blobs, lambda _p, _w: None)
     assert result.metadata["reference_images"] == 3
     assert result.output_key == "outputs/j/output.png"
     with Image.open(tmp_path / result.output_key) as out:
@@ -74,15 +74,20 @@ def test_shots_are_separate_generations_joined_exactly(
         start_image="inputs/v/s",
     )
     result = execute(
-        {Task.IMAGE_TO_VIDEO: ltx2_engine}, RunTask(job_id="v", spec=spec), blobs, seen.append
+        {Task.IMAGE_TO_VIDEO: ltx2_engine},
+        RunTask(job_id="v", spec=spec),
+        blobs,
+        lambda value, _within: seen.append(value),
     )
     meta = result.metadata
     assert meta["shots"] == 2 and meta["frames"] == 72
     info = probe_mp4(tmp_path / result.output_key)
     assert info["frames"] == 72 and info["has_audio"]
     assert info["audio_duration"] == pytest.approx(3.0, abs=0.05)
-    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
-    assert any(0.4 < p <= 0.5 for p in seen)  # the first shot ends half-way
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    # The first shot (1 s of 3) ends a third of the way through denoising and decoding.
+    s = ltx2_engine.capabilities.phase_shares
+    assert pytest.approx(s.loading + (s.denoising + s.decoding) / 3) in seen
 
 
 def test_video_elements_are_composed_by_the_image_engine(
@@ -101,7 +106,7 @@ def test_video_elements_are_composed_by_the_image_engine(
         elements=(ElementInputs(frontal="inputs/c/e"),),
     )
     engines = {Task.IMAGE_TO_VIDEO: ltx2_engine, Task.IMAGE_TO_IMAGE: flux2_engine}
-    result = execute(engines, RunTask(job_id="c", spec=spec), blobs, lambda _p: None)
+    result = execute(engines, RunTask(job_id="c", spec=spec), blobs, lambda _p, _w: None)
     meta = result.metadata
     assert meta["composed_keyframe"] is True and meta["frames"] == 72
     assert not probe_mp4(tmp_path / result.output_key)["has_audio"]
@@ -112,7 +117,9 @@ def test_a_missing_input_fails_the_run_without_naming_the_storage(
 ) -> None:
     task = RunTask(job_id="m", spec=image_spec("m"))
     with pytest.raises(ExecutionError) as caught:
-        execute({Task.IMAGE_TO_IMAGE: flux2_engine}, task, LocalBlobs(tmp_path), lambda _p: None)
+        execute(
+            {Task.IMAGE_TO_IMAGE: flux2_engine}, task, LocalBlobs(tmp_path), lambda _p, _w: None
+        )
     message = str(caught.value)
     assert "image input is no longer stored" in message and "inputs/" not in message
     assert not (tmp_path / "outputs").exists()
@@ -128,7 +135,7 @@ def test_audio_asked_of_an_engine_without_audio_is_reported_not_honoured(
     blobs.put_bytes("inputs/a/s", _png((10, 120, 30)))
     spec = video_spec("a", start_image="inputs/a/s", generate_audio=False, audio_requested=True)
     task = RunTask(job_id="a", spec=spec)
-    result = execute({Task.IMAGE_TO_VIDEO: engine}, task, blobs, lambda _p: None)
+    result = execute({Task.IMAGE_TO_VIDEO: engine}, task, blobs, lambda _p, _w: None)
     assert result.metadata["has_audio"] is False and result.metadata["audio_honoured"] is False
 
 
@@ -141,11 +148,21 @@ def test_a_run_reports_its_phases_in_order(tmp_path: Path) -> None:
     shots = (ShotSpec(prompt="a", duration_s=1), ShotSpec(prompt="b", duration_s=2))
     spec = video_spec("p", start_image="inputs/p/s", shots=shots)
     phases: list[str] = []
+    heard: list[tuple[str, float]] = []
+
+    def report(value: float, _within: float | None) -> None:
+        heard.append((phases[-1], value))
+
     execute(
-        {Task.IMAGE_TO_VIDEO: engine},
-        RunTask(job_id="p", spec=spec),
-        blobs,
-        lambda _p: None,
-        phases.append,
+        {Task.IMAGE_TO_VIDEO: engine}, RunTask(job_id="p", spec=spec), blobs, report, phases.append
     )
-    assert phases == ["denoising", "denoising", "encoding", "storing"]
+    assert phases == [
+        "loading",
+        *("denoising", "decoding") * 2,  # shot by shot, each encoded as it is decoded
+        "encoding",
+        "storing",
+    ]
+    values = [value for _phase, value in heard]
+    assert values == sorted(values) and values[-1] == 1.0
+    assert [value for phase, value in heard if value == 1.0] == [1.0]  # once, when stored
+    assert heard[-2][0] == "storing" and heard[-2][1] < 1.0

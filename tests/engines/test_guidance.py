@@ -49,7 +49,7 @@ def _render(engine: LTX2Engine, cfg: float, negative: str = "blur") -> tuple[np.
         seed=11,
     )
     out = engine.generate(job, lambda _p: None)
-    return out.frames, dict(out.info)
+    return out.frames.array(), dict(out.info)
 
 
 def test_cfg_zero_is_guidance_off_like_the_distilled_preset(

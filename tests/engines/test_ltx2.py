@@ -33,8 +33,13 @@ def test_loads_the_real_pipeline_through_from_pretrained(ltx2_engine: LTX2Engine
 def test_renders_the_grid_frame_count_with_audio(ltx2_engine: LTX2Engine) -> None:
     out = ltx2_engine.generate(job(), ignore)
 
-    assert out.frames.shape == (121, 32, 64, 3)  # 8k+1 ≥ 120; 16:9 capped at 64 on a 32 grid
-    assert out.frames.dtype == np.uint8
+    assert out.frames.array().shape == (
+        121,
+        32,
+        64,
+        3,
+    )  # 8k+1 ≥ 120; 16:9 capped at 64 on a 32 grid
+    assert out.frames.array().dtype == np.uint8
     assert out.fps == 24
     assert out.audio is not None and out.audio.dtype == np.float32
     assert out.audio.shape[0] == 2
@@ -47,7 +52,7 @@ def test_renders_the_grid_frame_count_with_audio(ltx2_engine: LTX2Engine) -> Non
 def test_renders_the_longest_duration_in_one_call(ltx2_engine: LTX2Engine) -> None:
     out = ltx2_engine.generate(job(num_frames=360, width=1080, height=1920), ignore)
 
-    assert out.frames.shape == (361, 64, 32, 3)
+    assert out.frames.array().shape == (361, 64, 32, 3)
     assert out.audio is not None
     assert out.audio.shape[1] / out.sample_rate == pytest.approx(361 / 24, abs=0.05)
 
@@ -74,7 +79,7 @@ def test_no_audio_when_not_asked(ltx2_engine: LTX2Engine) -> None:
 
     assert out.audio is None
     assert out.sample_rate == 0
-    assert out.frames.shape[0] == 121
+    assert out.frames.array().shape[0] == 121
 
 
 def keyframe_times(ltx2_engine: LTX2Engine, video_job: VideoJob) -> list[float]:
@@ -131,10 +136,10 @@ def test_same_seed_same_video_and_audio(ltx2_engine: LTX2Engine) -> None:
     b = ltx2_engine.generate(job(num_frames=9), ignore)
     c = ltx2_engine.generate(job(num_frames=9, seed=8), ignore)
 
-    assert np.array_equal(a.frames, b.frames)
+    assert np.array_equal(a.frames.array(), b.frames.array())
     assert a.audio is not None and b.audio is not None and c.audio is not None
     assert np.array_equal(a.audio, b.audio)
-    assert not np.array_equal(a.frames, c.frames)
+    assert not np.array_equal(a.frames.array(), c.frames.array())
     assert not np.array_equal(a.audio, c.audio)
 
 
@@ -145,7 +150,7 @@ def test_without_a_seed_one_is_drawn_and_reported(ltx2_engine: LTX2Engine) -> No
 
     again = ltx2_engine.generate(job(num_frames=9, seed=seed), ignore)
 
-    assert np.array_equal(first.frames, again.frames)
+    assert np.array_equal(first.frames.array(), again.frames.array())
 
 
 def test_elements_must_be_composed_before(ltx2_engine: LTX2Engine) -> None:
@@ -163,7 +168,7 @@ def test_load_options_choose_dtype_tiling_and_steps(load_options: LoadOptions) -
     assert engine.pipeline.transformer.dtype == torch.bfloat16
     assert engine.pipeline.vae.use_tiling
     out = engine.generate(job(num_frames=9), ignore)
-    assert out.frames.shape == (9, 32, 64, 3)
+    assert out.frames.array().shape == (9, 32, 64, 3)
     assert out.info["transformer_passes"] == out.info["steps"] == 1
 
 

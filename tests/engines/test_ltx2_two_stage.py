@@ -97,8 +97,8 @@ def test_renders_the_grid_frame_count_at_the_working_size_with_audio(
 ) -> None:
     out = ltx2_two_stage_engine.generate(job(width=width, height=height), ignore)
 
-    assert out.frames.shape == (121, *rendered, 3)
-    assert out.frames.dtype == np.uint8
+    assert out.frames.array().shape == (121, *rendered, 3)
+    assert out.frames.array().dtype == np.uint8
     assert out.info["working_size"] == [rendered[1], rendered[0]]
     assert out.info["first_stage_size"] == [rendered[1] // 2, rendered[0] // 2]
     assert out.audio is not None and out.audio.dtype == np.float32
@@ -113,7 +113,7 @@ def test_no_audio_when_not_asked(ltx2_two_stage_engine: LTX2Engine) -> None:
 
     assert out.audio is None
     assert out.sample_rate == 0
-    assert out.frames.shape == (121, 64, 128, 3)
+    assert out.frames.array().shape == (121, 64, 128, 3)
 
 
 def test_one_transformer_pass_per_step_in_both_stages(
@@ -230,10 +230,10 @@ def test_same_seed_same_video_and_audio(ltx2_two_stage_engine: LTX2Engine) -> No
 
     a, b, c = run(7), run(7), run(8)
 
-    assert np.array_equal(a.frames, b.frames)
+    assert np.array_equal(a.frames.array(), b.frames.array())
     assert a.audio is not None and b.audio is not None and c.audio is not None
     assert np.array_equal(a.audio, b.audio)
-    assert not np.array_equal(a.frames, c.frames)
+    assert not np.array_equal(a.frames.array(), c.frames.array())
     assert not np.array_equal(a.audio, c.audio)
 
 

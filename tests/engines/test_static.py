@@ -63,9 +63,9 @@ def test_still_video_with_a_quiet_tone(video_engine: StaticVideoEngine) -> None:
     out = video_engine.generate(video_job(), values.append)
 
     assert isinstance(video_engine, ImageToVideoEngine)
-    assert out.frames.shape == (72, 32, 64, 3) and out.frames.dtype == np.uint8
+    assert out.frames.array().shape == (72, 32, 64, 3) and out.frames.array().dtype == np.uint8
     expected = np.asarray(fit_image(Image.new("RGB", (640, 360), RED), 64, 32))
-    assert all(np.array_equal(frame, expected) for frame in out.frames)
+    assert all(np.array_equal(frame, expected) for frame in out.frames.array())
     assert out.fps == 24
     assert out.audio is not None and out.audio.dtype == np.float32
     assert out.audio.shape == (2, 3 * SAMPLE_RATE)
@@ -78,7 +78,7 @@ def test_end_image_is_a_linear_crossfade(video_engine: StaticVideoEngine) -> Non
     end = Image.new("RGB", (640, 360), BLUE)
     out = video_engine.generate(video_job(num_frames=5, end_image=end), ignore)
 
-    red = out.frames[:, 10, 10, 0].astype(int).tolist()
+    red = out.frames.array()[:, 10, 10, 0].astype(int).tolist()
     assert red[0] == 240 and red[-1] == 20
     assert red == sorted(red, reverse=True)
     assert red[2] == pytest.approx((240 + 20) / 2, abs=1)
@@ -93,7 +93,7 @@ def test_no_audio_when_not_asked(video_engine: StaticVideoEngine) -> None:
 def test_deterministic(video_engine: StaticVideoEngine) -> None:
     a, b = (video_engine.generate(video_job(num_frames=24), ignore) for _ in range(2))
 
-    assert np.array_equal(a.frames, b.frames)
+    assert np.array_equal(a.frames.array(), b.frames.array())
     assert a.audio is not None and b.audio is not None
     assert np.array_equal(a.audio, b.audio)
 

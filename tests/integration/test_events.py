@@ -23,6 +23,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 VIDEO = "/v2/kling-3-standard-image2video"
+PHASES = ["loading", "denoising", "decoding", "encoding", "storing"]
 B64 = base64.b64encode(png()).decode()
 
 
@@ -67,6 +68,8 @@ async def test_events_follow_a_job_to_its_result(tmp_path: Path, runner: LocalRu
         assert statuses[-1] == "COMPLETED" and statuses[0] in ("QUEUED", "PROCESSING")
         progress = [data["progress"] for _, data in events if "progress" in data]
         assert len(set(progress)) >= 2 and progress == sorted(progress), progress
+        phases = [data["phase"] for _, data in events if "phase" in data]
+        assert "denoising" in phases and phases == sorted(phases, key=PHASES.index), phases
         # Each status event is the status URL's body; the result is the result URL's.
         assert events[-2][1] == (await c.client.get(f"/v2/requests/{rid}/status", headers=h)).json()
         result = events[-1][1]

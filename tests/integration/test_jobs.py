@@ -75,16 +75,25 @@ async def test_progress_then_completed(tmp_path: Path, slow_runner: LocalRunner)
             await c.client.post("/v2/kling-3-standard-image2video", json=VIDEO_BODY, headers=h)
         ).json()["request_id"]
         seen: set[float] = set()
+        phases: list[tuple[str, float]] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             s = (await c.client.get(f"/v2/requests/{rid}/status", headers=h)).json()
             if s["status"] == "PROCESSING" and "progress" in s:
                 seen.add(s["progress"])
+                if "phase" in s:
+                    phases.append((s["phase"], s["phase_progress"]))
+                    assert 0 <= s["phase_progress"] <= 1
             if s["status"] == "COMPLETED":
                 break
             await asyncio.sleep(0.1)
         assert s["status"] == "COMPLETED"
+        assert "phase" not in s and "phase_progress" not in s  # only while it runs
         assert any(0 < p < 1 for p in seen), seen
+        assert max(seen) < 1.0  # 1 only once the output is stored: COMPLETED
+        # The slow engine's 2 s of steps are its denoising: seen moving, within its share.
+        denoising = [within for phase, within in phases if phase == "denoising"]
+        assert len(set(denoising)) >= 2, phases
 
 
 async def test_queue_position_and_cancel_queued_refunds(

@@ -1,15 +1,19 @@
-"""conform_video / conform_image: exact size, frame count and audio length."""
+"""conform_frames / conform_video / conform_image: exact size, frame count and audio length,
+from frames that arrive in chunks."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from kinema.engines.base import VideoOutput
+from kinema.engines.base import FrameStream, VideoOutput
 from kinema.media.conform import (
     conform_audio,
+    conform_frames,
     conform_image,
     conform_video,
     crop_box,
@@ -51,7 +55,7 @@ def _conform(out: VideoOutput, **overrides: object) -> tuple[object, ...]:
 def test_crop_only_path_takes_the_centre_rows() -> None:
     source = np.zeros((3, 1088, 1920, 3), dtype=np.uint8)
     source[:, 4:1084] = 200
-    out = VideoOutput(frames=source, fps=24)
+    out = VideoOutput(frames=FrameStream.of(source), fps=24)
     frames, audio, rate = conform_video(
         out, width=1920, height=1080, num_frames=3, fps=24, generate_audio=False
     )
@@ -63,7 +67,7 @@ def test_crop_only_path_takes_the_centre_rows() -> None:
 
 
 def test_upscale_to_exact_size() -> None:
-    out = VideoOutput(frames=_numbered(4, 18, 32) + 100, fps=24)
+    out = VideoOutput(frames=FrameStream.of(_numbered(4, 18, 32) + 100), fps=24)
     frames, _, _ = conform_video(
         out, width=64, height=36, num_frames=4, fps=24, generate_audio=False
     )
@@ -73,7 +77,7 @@ def test_upscale_to_exact_size() -> None:
 
 
 def test_wide_source_is_centre_cropped_to_square() -> None:
-    out = VideoOutput(frames=_bars(90, 300), fps=24)
+    out = VideoOutput(frames=FrameStream.of(_bars(90, 300)), fps=24)
     frames, _, _ = conform_video(
         out, width=40, height=40, num_frames=1, fps=24, generate_audio=False
     )
@@ -83,7 +87,7 @@ def test_wide_source_is_centre_cropped_to_square() -> None:
 
 def test_tall_source_is_centre_cropped_to_landscape() -> None:
     tall = _bars(90, 300).transpose(0, 2, 1, 3).copy()  # bars run top to bottom
-    out = VideoOutput(frames=tall, fps=24)
+    out = VideoOutput(frames=FrameStream.of(tall), fps=24)
     frames, _, _ = conform_video(
         out, width=32, height=18, num_frames=1, fps=24, generate_audio=False
     )
@@ -92,7 +96,7 @@ def test_tall_source_is_centre_cropped_to_landscape() -> None:
 
 
 def test_longer_clip_at_the_same_rate_is_trimmed() -> None:
-    out = VideoOutput(frames=_numbered(30, 36, 64), fps=24)
+    out = VideoOutput(frames=FrameStream.of(_numbered(30, 36, 64)), fps=24)
     frames, _, _ = conform_video(
         out, width=64, height=36, num_frames=24, fps=24, generate_audio=False
     )
@@ -100,7 +104,7 @@ def test_longer_clip_at_the_same_rate_is_trimmed() -> None:
 
 
 def test_shorter_clip_is_stretched_over_the_duration() -> None:
-    out = VideoOutput(frames=_numbered(10, 36, 64), fps=24)
+    out = VideoOutput(frames=FrameStream.of(_numbered(10, 36, 64)), fps=24)
     frames, _, _ = conform_video(
         out, width=64, height=36, num_frames=24, fps=24, generate_audio=False
     )
@@ -129,7 +133,9 @@ def test_crop_box() -> None:
 
 def test_audio_mono_becomes_stereo_and_is_padded() -> None:
     mono = np.full((1, 16_000), 0.25, dtype=np.float32)
-    out = VideoOutput(frames=_numbered(1, 36, 64), fps=24, audio=mono, sample_rate=16_000)
+    out = VideoOutput(
+        frames=FrameStream.of(_numbered(1, 36, 64)), fps=24, audio=mono, sample_rate=16_000
+    )
     _, audio, rate = conform_video(
         out, width=64, height=36, num_frames=48, fps=24, generate_audio=True
     )
@@ -154,23 +160,65 @@ def test_audio_is_trimmed_and_clipped() -> None:
 
 def test_no_audio_when_not_asked_or_not_produced() -> None:
     sound = np.zeros((2, 100), dtype=np.float32)
-    asked_not = VideoOutput(frames=_numbered(1, 36, 64), fps=24, audio=sound, sample_rate=100)
+    asked_not = VideoOutput(
+        frames=FrameStream.of(_numbered(1, 36, 64)), fps=24, audio=sound, sample_rate=100
+    )
     assert _conform(asked_not, generate_audio=False)[1:] == (None, 0)
-    silent_engine = VideoOutput(frames=_numbered(1, 36, 64), fps=24)
+    silent_engine = VideoOutput(frames=FrameStream.of(_numbered(1, 36, 64)), fps=24)
     assert _conform(silent_engine)[1:] == (None, 0)
 
 
 @pytest.mark.parametrize(
-    "frames",
+    ("chunks", "match"),
     [
-        np.zeros((0, 8, 8, 3), np.uint8),
-        np.zeros((2, 8, 8), np.uint8),
-        np.zeros((2, 8, 8, 3), np.float32),
+        ([np.zeros((2, 8, 8), np.uint8)], r"\[t, 8, 8, 3\] chunks"),
+        ([np.zeros((2, 8, 6, 3), np.uint8)], r"\[t, 8, 8, 3\] chunks"),
+        ([np.zeros((0, 8, 8, 3), np.uint8)], r"\[t, 8, 8, 3\] chunks"),
+        ([np.zeros((2, 8, 8, 3), np.float32)], "must be uint8"),
+        ([np.zeros((3, 8, 8, 3), np.uint8)], "sent 3 of the 4 frames it declared"),
+        ([np.zeros((3, 8, 8, 3), np.uint8)] * 2, "more than the 4 frames it declared"),
     ],
 )
-def test_malformed_engine_frames_are_rejected(frames: npt.NDArray[np.uint8]) -> None:
-    with pytest.raises(ValueError, match="engine frames"):
-        _conform(VideoOutput(frames=frames, fps=24))
+def test_malformed_engine_frames_are_rejected(
+    chunks: list[npt.NDArray[np.uint8]], match: str
+) -> None:
+    stream = FrameStream(4, 8, 8, chunks)
+    with pytest.raises(ValueError, match=match):
+        list(conform_frames(stream, 24, width=16, height=16, num_frames=4, fps=24))
+
+
+def test_an_empty_stream_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match="needs frames"):
+        FrameStream.of(np.zeros((0, 8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 50])
+@pytest.mark.parametrize(("count", "num_frames"), [(49, 48), (10, 30), (30, 12)])
+def test_chunks_conform_as_the_whole_clip_does(chunk: int, count: int, num_frames: int) -> None:
+    """Same frames, whatever the chunking: time sampling, stretching and dropping included."""
+    source = _numbered(count, 36, 64)
+    target = {"width": 32, "height": 32, "num_frames": num_frames, "fps": 24}
+    whole = np.concatenate(list(conform_frames(FrameStream.of(source, count), 24, **target)))
+    parts = list(conform_frames(FrameStream.of(source, chunk), 24, **target))
+    assert np.array_equal(np.concatenate(parts), whole)
+    assert whole.shape == (num_frames, 32, 32, 3)
+    # Each chunk yields only the frames it shows: never more than its share of the output.
+    assert max(len(p) for p in parts) <= chunk * -(-num_frames // count) + 1
+
+
+def test_chunks_are_conformed_as_they_arrive() -> None:
+    """The first output chunk exists before the source's second chunk is made."""
+    made: list[int] = []
+
+    def chunks() -> Iterator[npt.NDArray[np.uint8]]:
+        for index in range(4):
+            made.append(index)
+            yield _numbered(8, 36, 64)
+
+    stream = FrameStream(32, 64, 36, chunks())
+    out = conform_frames(stream, 24, width=32, height=32, num_frames=32, fps=24)
+    first = next(out)
+    assert len(first) == 8 and made == [0]
 
 
 def test_conform_image_fits_exactly() -> None:
@@ -182,15 +230,17 @@ def test_conform_image_fits_exactly() -> None:
     assert conform_image(same, 128, 128) is same
 
 
-def test_join_audio_keeps_the_length_and_fades_at_cuts() -> None:
-    from kinema.media.conform import join_audio
+def test_shots_audio_fades_at_cuts_only() -> None:
+    from kinema.media.conform import fade_cuts
 
     rate = 1000
     parts = [np.ones((2, 500), dtype=np.float32), np.ones((2, 300), dtype=np.float32)]
-    joined = join_audio(list(parts), rate, fade_s=0.01)
+    joined = np.concatenate(
+        [fade_cuts(part, rate, index, 2, fade_s=0.01) for index, part in enumerate(parts)], axis=1
+    )
     assert joined.shape == (2, 800)
     assert joined[0, 0] == 1.0 and joined[0, -1] == 1.0  # no fade at the clip's ends
     assert joined[0, 499] == 0.0 and joined[0, 500] == 0.0  # silent exactly at the cut
     assert joined[0, 490] > 0.9 and joined[0, 510] > 0.9  # back to full within 10 ms
-    with pytest.raises(ValueError, match="every shot"):
-        join_audio([parts[0], None], rate)
+    assert np.array_equal(parts[0], np.ones((2, 500)))  # the engine's audio is left as it was
+    assert fade_cuts(parts[0], rate, 0, 1) is parts[0]  # one shot: nothing to fade

@@ -15,6 +15,7 @@ from kinema.billing import repository as billing
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Lease, NewJob, Status
 from kinema.jobs.spec import dump_spec
+from kinema.runners.base import RunProgress
 from kinema.store.db import upgrade
 from kinema.store.prepared import Prepared
 from kinema.store.tables import api_keys, jobs
@@ -85,8 +86,12 @@ def test_reserve_claim_finish_through_the_driver(conn: Connection) -> None:
     (claimed,) = repo.claim(conn, owner="o", limit=4, now=now, lease_s=30, max_attempts=3)
     assert (claimed.status, claimed.attempts, claimed.lease_owner) == (Status.PROCESSING, 1, "o")
     assert not repo.has_runnable(conn, now=now, max_attempts=3)
-    assert repo.renew_lease(conn, "j1", "o", until=now + 60, progress=0.5) is False
+    progress = RunProgress(0.5, "decoding", 0.25)
+    assert repo.renew_lease(conn, "j1", "o", until=now + 60, progress=progress) is False
     assert repo.renew_lease(conn, "j1", "other", until=now + 60, progress=None) is None
+    running = repo.get(conn, "j1")
+    assert running is not None
+    assert (running.progress, running.phase, running.phase_progress) == (0.5, "decoding", 0.25)
     done = repo.finish(
         conn,
         "j1",

@@ -4,6 +4,9 @@ The start image conditions frame 0; an end image is a keyframe at the last frame
 keeps. Distilled settings throughout: every extra guidance knob is off so that each denoising step
 is exactly one transformer pass (see :data:`DISTILLED_GUIDANCE`).
 
+The pipeline returns latents; the audio is decoded at once and the frames as the worker reads
+them, a temporal tile at a time (:mod:`kinema.engines.ltx2_decode`).
+
 Two-stage presets (LTX-2.5 to 1080p; :mod:`kinema.engines.ltx2_two_stage`) render at half the
 working size and keep the latents, double them with ``LTX2LatentUpsamplePipeline``, then refine
 video and audio latents at the working size with a few steps from a reduced noise level before
@@ -19,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
     LTX2ConditionPipeline,
@@ -33,6 +34,7 @@ from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import grid_frame_count, working_size
 from kinema.engines.guidance import GUIDANCE, GuidanceMap
+from kinema.engines.ltx2_decode import DIFFUSERS_TILES, DecodeTiles, decode_audio, stream_frames
 from kinema.engines.ltx2_two_stage import (
     Refiner,
     TwoStage,
@@ -88,6 +90,8 @@ class LTX2Settings:
     two_stage: TwoStage | None = None
     """``None``: one pass at the working size. Otherwise half size, upsample ×2, refine; the
     preset's ``size_multiple`` must then be twice the VAE's spatial compression (64)."""
+    decode_tiles: DecodeTiles = DIFFUSERS_TILES
+    """Temporal tiles of the streaming VAE decode (diffusers' defaults: 16 frames, stride 8)."""
 
 
 TINY_SETTINGS = LTX2Settings(steps=2, max_sequence_length=16, image_crf=0)
@@ -222,10 +226,11 @@ class LTX2Engine:
             info["first_stage_size"] = [width // 2, height // 2]
         if end_frame is not None:
             info["end_image_frame"] = end_frame
+        # Denoised: the audio is decoded now (small), the frames as the worker reads them.
         return VideoOutput(
-            frames=_to_uint8(cast(npt.NDArray[np.float32], video)[0]),
+            frames=stream_frames(self.pipeline.vae, video, self.settings.decode_tiles),
             fps=job.fps,
-            audio=_waveform(cast(torch.Tensor, audio)) if job.generate_audio else None,
+            audio=decode_audio(self.pipeline, audio) if job.generate_audio else None,
             sample_rate=self.sample_rate if job.generate_audio else 0,
             info=info,
         )
@@ -238,7 +243,7 @@ class LTX2Engine:
                 **shared,
                 **self._frame(job, size),
                 **schedule,
-                output_type="np",
+                output_type="latent",
                 callback_on_step_end=step_callback(progress, self.steps),
                 **self._guidance(job),
             )
@@ -282,7 +287,7 @@ class LTX2Engine:
                 num_inference_steps=len(refiner.sigmas),
                 sigmas=list(refiner.sigmas),
                 noise_scale=refiner.sigmas[0],
-                output_type="np",
+                output_type="latent",
                 callback_on_step_end=stage_callback(progress, self.steps, self.total_steps),
                 **DISTILLED_GUIDANCE,
             )
@@ -298,9 +303,12 @@ class LTX2Engine:
         with self.pipeline.sigmas_as_given():
             yield {"num_inference_steps": self.steps, "sigmas": list(sigmas)}
 
-    def _call(self, **kwargs: Any) -> tuple[Any, Any]:
+    def _call(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pipeline call for latents: video denormalized ``[1, C, F, h, w]``, audio
+        denormalized and unpacked (both stages end so; :mod:`kinema.engines.ltx2_decode`
+        decodes them)."""
         video, audio = self.pipeline(**kwargs)
-        return video, audio
+        return cast(torch.Tensor, video), cast(torch.Tensor, audio)
 
     def _frame(self, job: VideoJob, size: tuple[int, int]) -> dict[str, Any]:
         """Size and image conditions for one stage: the conditions are re-encoded at its size."""
@@ -392,12 +400,3 @@ def load_quality(options: LoadOptions) -> LTX2Engine:
     """Loader of ``ltx2.5-quality``: the full transformer with classifier-free guidance."""
     source = resolve(LTX25_QUALITY.name, LTX25_HUB_ID, options)
     return load(source, options, LTX25_QUALITY.capabilities, QUALITY_SETTINGS)
-
-
-def _to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    return np.ascontiguousarray(np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8))
-
-
-def _waveform(audio: torch.Tensor) -> npt.NDArray[np.float32]:
-    # The pipeline returns [batch, channels, samples]; one video per call.
-    return audio[0].detach().float().clamp(-1.0, 1.0).cpu().numpy()

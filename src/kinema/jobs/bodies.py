@@ -69,6 +69,8 @@ async def status_body(root: str, svc: StatusSources, job: Job) -> tuple[dict[str
         job,
         metrics,
         progress=job.progress if job.status is Status.PROCESSING else None,
+        phase=job.phase if job.status is Status.PROCESSING else None,
+        phase_progress=job.phase_progress if job.status is Status.PROCESSING else None,
         queue_position=position,
     )
     return body, 200

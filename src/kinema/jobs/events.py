@@ -2,12 +2,12 @@
 client can follow a job without polling.
 
 Each ``status`` event carries exactly the status URL's body (``FAILED`` with its error included);
-one is sent at once and another at every change of status, progress or queue position, read from
-the job store every ``jobs.poll_interval_s`` or at once when this process finishes the job (so a
-job run by another replica is followed too). A completed job's last events are its ``status``
-and a ``result`` event with the result URL's body (the output's URL); then the stream ends. So it
-does after a ``FAILED`` status, and with an ``error`` event if the request expires meanwhile.
-An idle stream gets a comment line every ``KEEPALIVE_S`` so that proxies keep it open.
+one is sent at once and another at every change of status, progress, phase or queue position,
+read from the job store every ``jobs.poll_interval_s`` or at once when this process finishes the
+job (so a job run by another replica is followed too). A completed job's last events are its
+``status`` and a ``result`` event with the result URL's body (the output's URL); then the stream
+ends. So it does after a ``FAILED`` status, and with an ``error`` event if the request expires
+meanwhile. An idle stream gets a comment line every ``KEEPALIVE_S`` so that proxies keep it open.
 """
 
 from __future__ import annotations

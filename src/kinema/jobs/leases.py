@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from kinema.jobs import repository as repo
+from kinema.runners.base import NOT_STARTED, RunProgress
 from kinema.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -21,18 +22,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Held:
-    """A job a dispatcher holds: its latest progress, the last one published, and when its
-    runner last proved it alive."""
+    """A job a dispatcher holds: its latest progress (with its phase), the last one
+    published, and when its runner last proved it alive."""
 
     job_id: str
     handed_off: bool = False
     """Sent straight from a sync request to this process's worker (not claimed from the queue)."""
-    progress: float = 0.0
-    sent: float = -1.0
+    progress: RunProgress = NOT_STARTED
+    sent: RunProgress | None = None
     seen: float = field(default_factory=time.monotonic)
 
-    def report(self, value: float) -> None:
-        self.progress = value
+    def report(self, progress: RunProgress) -> None:
+        self.progress = progress
 
     def alive(self) -> None:
         self.seen = time.monotonic()
@@ -93,7 +94,7 @@ class Leases:
             return
         until = time.time() + self._lease_s
 
-        def tx(conn: Connection) -> list[tuple[Held, float, bool | None]]:
+        def tx(conn: Connection) -> list[tuple[Held, RunProgress, bool | None]]:
             renewed = []
             for entry in due:
                 value = entry.progress

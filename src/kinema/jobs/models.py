@@ -53,6 +53,11 @@ class Job:
     """How long its run waited for a worker to come up (a Ray replica started from zero)."""
     waiter: str | None = None
     """A sync job's: the replica whose open connection waits for it (see jobs.liveness)."""
+    phase: str | None = None
+    """A running job's phase (``loading``, ``denoising``, ``decoding``, ``encoding``,
+    ``storing``), None before its worker reports one."""
+    phase_progress: float | None = None
+    """How far into :attr:`phase` (0..1), when the worker can tell."""
 
     @property
     def queue_time(self) -> float | None:

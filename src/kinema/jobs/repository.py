@@ -25,6 +25,7 @@ from sqlalchemy import (
 
 from kinema.jobs.models import ACTIVE, Job, Lease, NewJob, Status, Webhook
 from kinema.jobs.spec import dump_spec, load_spec
+from kinema.runners.base import RunProgress
 from kinema.store.prepared import Prepared
 from kinema.store.tables import jobs, webhooks
 
@@ -56,6 +57,8 @@ def _job(row: Any) -> Job:
         request_hash=row.request_hash,
         startup_time=row.startup_time,
         waiter=row.waiter,
+        phase=row.phase,
+        phase_progress=row.phase_progress,
     )
 
 
@@ -105,6 +108,8 @@ def insert_job(
             "lease_expires_at": None,
             "started_at": None,
             "progress": None,
+            "phase": None,
+            "phase_progress": None,
             "waiter": waiter,
             **claimed,
         },
@@ -172,6 +177,8 @@ def _claim_statement(candidates: Any) -> Any:
             attempts=jobs.c.attempts + 1,
             started_at=func.coalesce(jobs.c.started_at, _NOW),
             progress=0.0,
+            phase=None,  # a retried run starts over
+            phase_progress=None,
         )
         .returning(*jobs.c)
     )
@@ -231,12 +238,20 @@ _RENEW = Prepared(
 
 
 def renew_lease(
-    conn: Connection, job_id: str, owner: str, *, until: float, progress: float | None
+    conn: Connection,
+    job_id: str,
+    owner: str,
+    *,
+    until: float,
+    progress: RunProgress | None = None,
 ) -> bool | None:
-    """Extend the lease; returns the job's cancel flag, or None if the lease was lost."""
+    """Extend the lease, and store ``progress`` (overall, phase, share of the phase) when
+    given; returns the job's cancel flag, or None if the lease was lost."""
     params: dict[str, Any] = {"b_job": job_id, "b_owner": owner, "lease_expires_at": until}
     if progress is not None:
-        params["progress"] = progress
+        params["progress"] = progress.value
+        params["phase"] = progress.phase
+        params["phase_progress"] = progress.phase_progress
     row = _RENEW.first(conn, params)
     return None if row is None else bool(row[0])
 

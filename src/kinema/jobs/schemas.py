@@ -7,6 +7,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, Field
 
+from kinema.runners.protocol import Phase
+
 __all__ = ["REQUEST_STATUSES", "AsyncSubmitResponse", "ResultResponse", "StatusResponse"]
 
 REQUEST_STATUSES: Final = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED")
@@ -29,7 +31,8 @@ class AsyncSubmitResponse(BaseModel):
 class StatusResponse(BaseModel):
     """Answer to ``GET /v2/requests/{id}/status``; render with ``exclude_none``.
 
-    ``progress`` and ``queue_position`` are extensions; ``error`` is set when FAILED.
+    ``progress``, ``phase``, ``phase_progress`` and ``queue_position`` are extensions;
+    ``error`` is set when FAILED.
     """
 
     request_id: str
@@ -37,7 +40,26 @@ class StatusResponse(BaseModel):
     status_url: str
     response_url: str
     metrics: dict[str, Any] = Field(default_factory=dict)
-    progress: float | None = Field(default=None, ge=0, le=1)
+    progress: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "PROCESSING only: the whole run's progress, every phase counted by its measured "
+            "share; 1 only once the output is stored."
+        ),
+    )
+    phase: Phase | None = Field(
+        default=None,
+        description=(
+            "PROCESSING only, once the worker reports it: what the run is doing now — loading "
+            "inputs, denoising, decoding frames (encoded as they come), finishing the encode, "
+            "storing the output."
+        ),
+    )
+    phase_progress: float | None = Field(
+        default=None, ge=0, le=1, description="How far into ``phase`` (when it can be told)."
+    )
     queue_position: int | None = Field(default=None, ge=0)
     error: str | None = None
 

@@ -1,12 +1,14 @@
 """Conform an engine's output to the contract: exact size, exact frame count, exact duration.
 
-Engines render at their own working size, rate and length; the worker calls
-:func:`conform_video` once so every engine's output leaves in the same shape.
+Engines render at their own working size, rate and length; the worker passes every engine's
+frames through :func:`conform_frames` (chunk by chunk, as they are decoded) and its audio through
+:func:`conform_audio`, so every engine's output leaves in the same shape.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -14,11 +16,46 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from kinema.engines.base import VideoOutput
+from kinema.engines.base import FrameStream, VideoOutput
 from kinema.media.images import fit_image
 
 Frames = npt.NDArray[np.uint8]
 Audio = npt.NDArray[np.float32]
+
+
+def conform_frames(
+    frames: FrameStream, source_fps: float, *, width: int, height: int, num_frames: int, fps: int
+) -> Iterator[Frames]:
+    """The contract's frames made from ``frames`` as its chunks arrive: ``num_frames`` frames
+    of ``[height, width, 3]`` uint8 in all, yielded a chunk's worth at a time (a chunk that no
+    output frame shows yields nothing).
+
+    Each frame is center-cropped to ``width:height`` and resized (bicubic) to exactly that
+    size. Frame selection follows time when the source lasts at least ``num_frames / fps``
+    seconds at its own ``source_fps`` (same rate: the first ``num_frames`` frames); a shorter
+    source is stretched by nearest-frame index mapping so its first and last frames land on the
+    first and last output frames. Raises ``ValueError`` for chunks that do not match the
+    stream's declared size or count.
+    """
+    if width <= 0 or height <= 0 or num_frames <= 0 or fps <= 0:
+        raise ValueError(f"bad target {width}x{height}, {num_frames} frames at {fps} fps")
+    indices = frame_indices(frames.count, source_fps or fps, num_frames, fps)
+    box = crop_box(frames.width, frames.height, width, height)
+    start = 0  # source index of the chunk's first frame
+    shown = 0  # output frames made so far
+    # swscale drops the GIL, so a chunk's frames scale in parallel.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for chunk in frames:
+            _check_chunk(chunk, frames)
+            end = start + len(chunk)
+            if end > frames.count:
+                raise ValueError(f"the engine sent more than the {frames.count} frames it declared")
+            upto = shown + int(np.searchsorted(indices[shown:], end, side="left"))
+            if upto > shown:
+                yield _resize_frames(chunk, indices[shown:upto] - start, box, width, height, pool)
+            shown, start = upto, end
+    if start != frames.count:
+        raise ValueError(f"the engine sent {start} of the {frames.count} frames it declared")
 
 
 def conform_video(
@@ -30,23 +67,15 @@ def conform_video(
     fps: int,
     generate_audio: bool,
 ) -> tuple[Frames, Audio | None, int]:
-    """Return ``(frames, audio, sample_rate)`` fitted to the contract.
-
-    Frames: ``[num_frames, height, width, 3]`` uint8, each center-cropped to ``width:height``
-    and resized (bicubic) to exactly that size. Frame selection follows time when the source
-    lasts at least ``num_frames / fps`` seconds at its own ``out.fps`` (same rate: the first
-    ``num_frames`` frames); a shorter source is stretched by nearest-frame index mapping so its
-    first and last frames land on the first and last output frames.
-
-    Audio: stereo float32 ``[2, S]`` clipped to -1..1 with ``S = num_frames / fps`` seconds of
-    samples at the engine's rate (trimmed or padded with silence). It is None when
-    ``generate_audio`` is False or the engine produced no audio; ``sample_rate`` is then 0.
-    """
-    source = _check_frames(out.frames)
-    if width <= 0 or height <= 0 or num_frames <= 0 or fps <= 0:
-        raise ValueError(f"bad target {width}x{height}, {num_frames} frames at {fps} fps")
-    indices = frame_indices(len(source), out.fps or fps, num_frames, fps)
-    frames = _resize_frames(source, indices, width, height)
+    """All of :func:`conform_frames` at once with the audio conformed too: ``(frames, audio,
+    sample_rate)``; for tests and tools (the worker streams). Audio as :func:`conform_audio`;
+    None when ``generate_audio`` is False or the engine produced no audio (rate 0 then)."""
+    parts = list(
+        conform_frames(
+            out.frames, out.fps, width=width, height=height, num_frames=num_frames, fps=fps
+        )
+    )
+    frames = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if not generate_audio or out.audio is None:
         return frames, None, 0
     return frames, conform_audio(out.audio, out.sample_rate, num_frames / fps), out.sample_rate
@@ -59,12 +88,15 @@ def conform_image(img: Image.Image, width: int, height: int) -> Image.Image:
     return fit_image(img, width, height)
 
 
-def _check_frames(frames: Frames) -> Frames:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError(f"engine frames must be [T, H, W, 3] with T > 0, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"engine frames must be uint8, got {frames.dtype}")
-    return frames
+def _check_chunk(chunk: Frames, stream: FrameStream) -> None:
+    shape = (stream.height, stream.width, 3)
+    if chunk.ndim != 4 or chunk.shape[1:] != shape or chunk.shape[0] == 0:
+        raise ValueError(
+            f"engine frames must come in [t, {stream.height}, {stream.width}, 3] chunks with "
+            f"t > 0, got {chunk.shape}"
+        )
+    if chunk.dtype != np.uint8:
+        raise ValueError(f"engine frames must be uint8, got {chunk.dtype}")
 
 
 def frame_indices(
@@ -91,22 +123,23 @@ def crop_box(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int,
 
 
 def _resize_frames(
-    source: Frames, indices: npt.NDArray[np.intp], width: int, height: int
+    source: Frames,
+    indices: npt.NDArray[np.intp],
+    box: tuple[int, int, int, int],
+    width: int,
+    height: int,
+    pool: ThreadPoolExecutor,
 ) -> Frames:
-    src_h, src_w = source.shape[1:3]
-    left, top, crop_w, crop_h = crop_box(src_w, src_h, width, height)
+    left, top, crop_w, crop_h = box
     if (crop_w, crop_h) == (width, height):
         return np.ascontiguousarray(source[indices, top : top + height, left : left + width])
     result = np.empty((len(indices), height, width, 3), dtype=np.uint8)
-    unique = np.unique(indices)
 
     def scale(index: int) -> None:
         crop = source[index, top : top + crop_h, left : left + crop_w]
         result[indices == index] = _scale(crop, width, height)
 
-    # swscale drops the GIL, so frames scale in parallel.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        list(pool.map(scale, unique.tolist()))
+    list(pool.map(scale, np.unique(indices).tolist()))
     return result
 
 
@@ -142,23 +175,19 @@ def conform_audio(audio: Audio, sample_rate: int, seconds: float) -> Audio:
 CUT_FADE_S = 0.02
 
 
-def join_audio(parts: list[Audio | None], sample_rate: int, fade_s: float = CUT_FADE_S) -> Audio:
-    """Join shots' audio end to end with a short fade-out/fade-in at each cut (no overlap, so
-    the total duration stays exact and no click is heard at a hard cut)."""
-    present = [p for p in parts if p is not None]
-    if len(present) != len(parts) or not present:
-        raise ValueError("every shot needs audio to be joined")
-    if len(present) == 1:
-        return present[0]
-    fade = max(1, round(fade_s * sample_rate))
-    shaped = []
-    for index, part in enumerate(present):
-        part = part.copy()
-        n = min(fade, part.shape[1])
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        if index > 0:
-            part[:, :n] *= ramp
-        if index < len(present) - 1:
-            part[:, -n:] *= ramp[::-1]
-        shaped.append(part)
-    return np.concatenate(shaped, axis=1)
+def fade_cuts(
+    audio: Audio, sample_rate: int, index: int, count: int, fade_s: float = CUT_FADE_S
+) -> Audio:
+    """Shot ``index`` of ``count``'s audio with a short fade-in after the cut before it and a
+    fade-out before the cut after it (shots join end to end with no overlap, so the duration
+    stays exact and no click is heard at a hard cut)."""
+    if count == 1:
+        return audio
+    part = audio.copy()
+    n = min(max(1, round(fade_s * sample_rate)), part.shape[1])
+    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    if index > 0:
+        part[:, :n] *= ramp
+    if index < count - 1:
+        part[:, -n:] *= ramp[::-1]
+    return part

@@ -11,15 +11,19 @@ RunnerError
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from kinema.runners.protocol import RunResult, RunTask
+from kinema.runners.protocol import Phase, PhaseChanged, Progress, RunResult, RunTask
 
 __all__ = [
+    "NOT_STARTED",
+    "Phase",
     "Pool",
     "ProgressCallback",
     "RunCancelled",
     "RunFailed",
+    "RunProgress",
     "RunResult",
     "RunTask",
     "Runner",
@@ -46,8 +50,27 @@ class RunnerLost(RunnerError):
     pass
 
 
-ProgressCallback = Callable[[float], None]
-"""Called with the run's progress (0..1)."""
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run is: its overall progress (0..1, reaching 1 only once the output is stored),
+    the phase it is in, and how far into that phase (when the worker can tell)."""
+
+    value: float
+    phase: Phase | None = None
+    phase_progress: float | None = None
+
+    def after(self, event: Progress | PhaseChanged) -> RunProgress:
+        """The progress once the worker's ``event`` is heard: a new phase starts at 0."""
+        if isinstance(event, PhaseChanged):
+            return RunProgress(self.value, event.phase, 0.0)
+        return RunProgress(event.value, self.phase, event.phase_progress)
+
+
+NOT_STARTED = RunProgress(0.0)
+
+
+ProgressCallback = Callable[[RunProgress], None]
+"""Called whenever the run's progress or phase changes."""
 
 
 class Pool(Protocol):

@@ -1,5 +1,8 @@
 """One job inside the worker: inputs → engine → conform to the contract → encode → output in
-the storage. Runs in the worker process only (engines import torch)."""
+the storage. Runs in the worker process only (engines import torch).
+
+A video's frames flow from the engine's decoder through the conform step into the encoder a
+chunk at a time (the encoder on its own thread), so memory does not grow with the duration."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
 from pydantic import JsonValue, TypeAdapter, ValidationError
 
@@ -17,7 +19,6 @@ from kinema.engines.base import (
     ImageJob,
     ImageToImageEngine,
     ImageToVideoEngine,
-    ProgressFn,
     Task,
     VideoJob,
     VideoOutput,
@@ -25,9 +26,11 @@ from kinema.engines.base import (
 from kinema.engines.plan import reference_prompt, video_prompt
 from kinema.errors import KinemaError
 from kinema.jobs.spec import ElementInputs, ImageSpec, VideoSpec
-from kinema.media.conform import conform_image, conform_video, join_audio
+from kinema.media.conform import conform_audio, conform_frames, conform_image, fade_cuts
+from kinema.media.encoding import EncoderSettings
 from kinema.media.images import IMAGE_MIME, decode_image, encode_image
-from kinema.media.video import encode_mp4
+from kinema.media.video import Mp4Writer
+from kinema.runners.meter import Meter, Report
 from kinema.runners.protocol import Phase, RunResult, RunTask
 from kinema.storage.blobs import Blobs, InputMissing
 
@@ -96,11 +99,14 @@ def execute(
     engines: Mapping[Task, Engine],
     task: RunTask,
     blobs: Blobs,
-    progress: ProgressFn,
+    report: Report,
     phase: Callable[[Phase], None] = lambda _phase: None,
+    encoder: EncoderSettings | None = None,
 ) -> RunResult:
-    """Run one job and store its output under ``outputs/<job id>/``; ``phase`` hears where the
-    run is (denoising, encoding, storing)."""
+    """Run one job and store its output under ``outputs/<job id>/``. ``report`` hears the
+    progress (overall, and within the phase) and may raise to stop the run; ``phase`` hears
+    each phase as it begins. ``encoder``: how video is encoded (the worker's settings;
+    the defaults when None)."""
     spec = task.spec
     kind = Task(spec.task)
     engine = engines.get(kind)
@@ -108,17 +114,18 @@ def execute(
         raise ExecutionError(f"no engine is loaded for {kind.value}")
     inputs = Inputs(blobs, task.inline)
     started = time.perf_counter()
-    prefix = f"outputs/{task.job_id}"
+    out = _Out(blobs, f"outputs/{task.job_id}")
+    shares = engine.capabilities.phase_shares
     if isinstance(spec, VideoSpec):
         assert isinstance(engine, ImageToVideoEngine)
         composer = engines.get(Task.IMAGE_TO_IMAGE)
         assert composer is None or isinstance(composer, ImageToImageEngine)
-        key, content_type, meta = _video(
-            engine, spec, inputs, _Out(blobs, prefix, phase), progress, composer
-        )
+        meter = Meter(shares, report, phase, [s.duration_s * spec.fps for s in spec.shots])
+        encoding = encoder or EncoderSettings()
+        key, content_type, meta = _video(engine, spec, inputs, out, meter, encoding, composer)
     else:
         assert isinstance(engine, ImageToImageEngine)
-        key, content_type, meta = _image(engine, spec, inputs, _Out(blobs, prefix, phase), progress)
+        key, content_type, meta = _image(engine, spec, inputs, out, Meter(shares, report, phase))
     return RunResult(
         output_key=key,
         content_type=content_type,
@@ -142,20 +149,17 @@ def _facts(info: Mapping[str, object]) -> Facts:
 
 
 class _Out:
-    """Where a run's output goes, and who hears its phases."""
+    """Where a run's output goes."""
 
-    def __init__(self, blobs: Blobs, prefix: str, phase: Callable[[Phase], None]) -> None:
+    def __init__(self, blobs: Blobs, prefix: str) -> None:
         self.blobs = blobs
         self.prefix = prefix
-        self.phase = phase
 
 
-def _scaled(progress: ProgressFn, index: int, count: int) -> ProgressFn:
-    return lambda value: progress((index + value) / count)
-
-
-def _checked(result: VideoOutput) -> VideoOutput:
+def _checked(result: VideoOutput, shot: int, audio_on: bool) -> VideoOutput:
     """An engine's output that the contract can be made from (an engine bug otherwise)."""
+    if audio_on and result.audio is None:
+        raise ExecutionError(f"the engine made no audio for shot {shot + 1} though asked to")
     if result.audio is not None and not np.isfinite(result.audio).all():
         raise ExecutionError("the engine produced audio with NaN or infinite samples")
     return result
@@ -166,14 +170,16 @@ def _video(
     spec: VideoSpec,
     inputs: Inputs,
     out: _Out,
-    progress: ProgressFn,
+    meter: Meter,
+    encoder: EncoderSettings,
     composer: ImageToImageEngine | None = None,
 ) -> tuple[str, str, Facts]:
-    """One generation per shot (hard cuts), each conformed to the contract size and its exact
-    frame count, then joined; audio joined with short fades at the cuts. Elements, for a video
-    engine that takes no reference images, are first composed into the start frame by the
-    image engine."""
+    """One generation per shot (hard cuts), each shot's frames conformed to the contract size
+    and its exact frame count and encoded as its engine decodes them (the whole clip is never
+    held); audio joined with short fades at the cuts. Elements, for a video engine that takes
+    no reference images, are first composed into the start frame by the image engine."""
     fps, audio_on, seed = spec.fps, spec.generate_audio, spec.seed
+    meter.begin("loading")
     start = inputs.image(spec.start_image, cover=(spec.width, spec.height))
     elements = inputs.elements(spec.elements)
     composed = bool(elements) and engine.capabilities.max_references == 0
@@ -181,66 +187,71 @@ def _video(
         if composer is None:
             raise ExecutionError("elements need an image engine to compose the first frame")
         start = _compose_keyframe(composer, spec, start, elements)
+    end = None
+    if spec.end_image:
+        end = inputs.image(spec.end_image, cover=(spec.width, spec.height))
     shots = [(video_prompt(s.prompt) if elements else s.prompt, s.duration_s) for s in spec.shots]
-    frame_parts: list[npt.NDArray[np.uint8]] = []
-    audio_parts: list[npt.NDArray[np.float32] | None] = []
     shot_info: list[Facts] = []
-    rate = 0
-    for index, (prompt, seconds) in enumerate(shots):
-        last = index == len(shots) - 1
-        job = VideoJob(
-            prompt=prompt,
-            negative_prompt=spec.negative_prompt,
-            start_image=start,
-            end_image=(
-                inputs.image(spec.end_image, cover=(spec.width, spec.height))
-                if spec.end_image and last
-                else None
-            ),
-            width=spec.width,
-            height=spec.height,
-            num_frames=seconds * fps,
-            fps=fps,
-            cfg_scale=spec.cfg_scale,
-            generate_audio=audio_on,
-            elements=() if composed else elements,
-            seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
-        )
-        out.phase("denoising")
-        result = _checked(engine.generate(job, _scaled(progress, index, len(shots))))
-        frames, audio, rate = conform_video(
-            result,
-            width=job.width,
-            height=job.height,
-            num_frames=job.num_frames,
-            fps=fps,
-            generate_audio=audio_on,
-        )
-        frame_parts.append(frames)
-        audio_parts.append(audio)
-        shot_info.append(_facts(result.info))
-    has_audio = audio_on and all(part is not None for part in audio_parts)
-    all_audio = join_audio(audio_parts, rate) if has_audio else None
-    all_frames = frame_parts[0] if len(frame_parts) == 1 else np.concatenate(frame_parts)
+    shot_frames: list[int] = []
     path = out.blobs.scratch(".mp4")
+    writer: Mp4Writer | None = None
     try:
-        out.phase("encoding")
-        # A cancel still stops the job while it encodes (seconds for a long 1080p clip).
-        encode_mp4(path, all_frames, fps, all_audio, rate, check=lambda: progress(1.0))
+        for index, (prompt, seconds) in enumerate(shots):
+            last = index == len(shots) - 1
+            job = VideoJob(
+                prompt=prompt,
+                negative_prompt=spec.negative_prompt,
+                start_image=start,
+                end_image=end if last else None,
+                width=spec.width,
+                height=spec.height,
+                num_frames=seconds * fps,
+                fps=fps,
+                cfg_scale=spec.cfg_scale,
+                generate_audio=audio_on,
+                elements=() if composed else elements,
+                seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
+            )
+            meter.begin("denoising", index)
+            result = _checked(engine.generate(job, meter.at), index, audio_on)
+            if writer is None:
+                rate = result.sample_rate if audio_on else None
+                writer = Mp4Writer(
+                    path,
+                    width=spec.width,
+                    height=spec.height,
+                    fps=fps,
+                    audio_rate=rate,
+                    encoder=encoder,
+                    check=meter.check,
+                )
+            _stream_shot(writer, result, job, meter, index, len(shots))
+            shot_info.append(_facts(result.info))
+            shot_frames.append(job.num_frames)
+        assert writer is not None  # a spec has at least one shot
+        meter.begin("encoding")
+        writer.close()
         key = f"{out.prefix}/output.mp4"
-        out.phase("storing")
+        meter.begin("storing")
         out.blobs.put_file(key, path)
+        meter.done()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         path.unlink(missing_ok=True)
+    frames = sum(shot_frames)
     meta: Facts = {
         "width": spec.width,
         "height": spec.height,
         "fps": fps,
-        "frames": len(all_frames),
-        "duration": len(all_frames) / fps,
-        "has_audio": all_audio is not None,
+        "frames": frames,
+        "duration": frames / fps,
+        "has_audio": audio_on,
         "shots": len(shots),
         "seed": seed,
+        "video_encoder": writer.codec,
     }
     if composed:
         meta["composed_keyframe"] = True
@@ -250,8 +261,35 @@ def _video(
         meta["cfg_scale_honoured"] = False
     if not engine.capabilities.honours_negative_prompt:
         meta["negative_prompt_honoured"] = False
-    meta.update(_shot_meta(shot_info, [len(part) for part in frame_parts], meta))
+    meta.update(_shot_meta(shot_info, shot_frames, meta))
     return key, "video/mp4", meta
+
+
+def _stream_shot(
+    writer: Mp4Writer, result: VideoOutput, job: VideoJob, meter: Meter, index: int, shots: int
+) -> None:
+    """One shot into the writer: its audio (conformed to the shot, faded at the cuts) first,
+    then its frames, conformed chunk by chunk as the engine decodes them."""
+    if result.audio is not None and job.generate_audio:
+        audio = conform_audio(result.audio, result.sample_rate, job.num_frames / job.fps)
+        writer.write_audio(fade_cuts(audio, result.sample_rate, index, shots))
+    meter.begin("decoding", index)
+    chunks = conform_frames(
+        result.frames,
+        result.fps,
+        width=job.width,
+        height=job.height,
+        num_frames=job.num_frames,
+        fps=job.fps,
+    )
+    done = 0
+    try:
+        for chunk in chunks:
+            writer.write_frames(chunk)
+            done += len(chunk)
+            meter.at(done / job.num_frames)
+    finally:
+        result.frames.close()
 
 
 def _shot_meta(shot_info: list[Facts], shot_frames: list[int], meta: Facts) -> Facts:
@@ -294,8 +332,9 @@ def _image(
     spec: ImageSpec,
     inputs: Inputs,
     out: _Out,
-    progress: ProgressFn,
+    meter: Meter,
 ) -> tuple[str, str, Facts]:
+    meter.begin("loading")
     elements = inputs.elements(spec.elements)
     job = ImageJob(
         prompt=reference_prompt(spec.prompt, [len(e.references) for e in elements]),
@@ -305,15 +344,16 @@ def _image(
         elements=elements,
         seed=spec.seed,
     )
-    out.phase("denoising")
-    result = engine.generate(job, progress)
+    meter.begin("denoising")
+    result = engine.generate(job, meter.at)
     image = conform_image(result.image, job.width, job.height)
     fmt = spec.output_format
     key = f"{out.prefix}/output.{fmt}"
-    out.phase("encoding")
+    meter.begin("encoding")
     data = encode_image(image, fmt)
-    out.phase("storing")
+    meter.begin("storing")
     out.blobs.put_bytes(key, data)
+    meter.done()
     meta: Facts = {"width": job.width, "height": job.height, "format": fmt}
     meta.update({k: v for k, v in _facts(result.info).items() if k not in meta})
     return key, IMAGE_MIME[fmt], meta

@@ -27,11 +27,13 @@ from pydantic import ValidationError
 
 from kinema.engines.base import Task
 from kinema.runners.base import (
+    NOT_STARTED,
     ProgressCallback,
     RunCancelled,
     RunFailed,
     RunnerError,
     RunnerLost,
+    RunProgress,
     RunResult,
     RunTask,
 )
@@ -97,6 +99,8 @@ class _Run:
     moved: float
     """Last time its progress count moved."""
     steps: int = 0
+    progress: RunProgress = NOT_STARTED
+    """The latest progress heard, with its phase."""
     cancel_at: float | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     ended_by: RunnerError | None = None
@@ -196,11 +200,10 @@ class WorkerProcess:
         now = time.monotonic()
         run.seen = now
         run.on_alive()
-        if isinstance(event, Progress):
-            run.moved = now
-            run.on_progress(event.value)
-        elif isinstance(event, PhaseChanged):
-            run.moved = now  # a phase begun is progress (published with the media-path work)
+        if isinstance(event, Progress | PhaseChanged):
+            run.moved = now  # a phase begun is progress too
+            run.progress = run.progress.after(event)
+            run.on_progress(run.progress)
         elif isinstance(event, Heartbeat):
             if event.steps != run.steps:
                 run.steps, run.moved = event.steps, now

@@ -110,14 +110,17 @@ class Started(_Message):
     load_s: float = Field(0.0, ge=0)
 
 
+Phase = Literal["loading", "denoising", "decoding", "encoding", "storing"]
+"""Where a run is: what its progress is spent on."""
+
+
 class Progress(_Message):
+    """The run's overall progress; ``phase_progress``: how far into its current phase."""
+
     event: Literal["progress"] = "progress"
     job_id: str
     value: float = Field(ge=0, le=1)
-
-
-Phase = Literal["loading", "denoising", "decoding", "encoding", "storing"]
-"""Where a run is: what its progress is spent on."""
+    phase_progress: float | None = Field(None, ge=0, le=1)
 
 
 class PhaseChanged(_Message):

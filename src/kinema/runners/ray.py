@@ -36,6 +36,7 @@ from ray.serve.exceptions import RayServeException, RequestCancelledError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from kinema.runners.base import (
+    NOT_STARTED,
     ProgressCallback,
     RunCancelled,
     RunFailed,
@@ -159,6 +160,7 @@ class RayPool:
         if task.deadline is not None:
             deadline = min(deadline, now + task.deadline - time.time())
         steps = 0
+        progress = NOT_STARTED
         while True:
             now = time.monotonic()
             if now > deadline:
@@ -181,11 +183,10 @@ class RayPool:
                 continue
             seen = time.monotonic()
             on_alive()
-            if isinstance(event, Progress):
-                moved = seen
-                on_progress(event.value)
-            elif isinstance(event, PhaseChanged):
-                moved = seen
+            if isinstance(event, Progress | PhaseChanged):
+                moved = seen  # a phase begun is progress too
+                progress = progress.after(event)
+                on_progress(progress)
             elif isinstance(event, Heartbeat):
                 if event.steps != steps:
                     steps, moved = event.steps, seen

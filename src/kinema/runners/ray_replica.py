@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kinema.engines.base import Engine, EngineCancelled, Task
+from kinema.engines.base import Engine, Task
 from kinema.runners.protocol import (
     Cancelled,
     Done,
     Failed,
     Heartbeat,
-    Phase,
     PhaseChanged,
     Progress,
     RunTask,
@@ -122,25 +121,14 @@ class Replica:
 
     def _execute(self, run: _Run) -> None:
         """The engine thread: one run, to its outcome."""
-        from kinema.runners.worker import run_job
+        from kinema.runners.worker import Reporter, run_job
 
-        job_id = run.task.job_id
-        last = [-1.0]
-
-        def progress(value: float) -> None:
+        def counted() -> None:
             run.steps += 1
-            if run.stop.is_set():
-                raise EngineCancelled(job_id)
-            value = min(max(value, 0.0), 1.0)
-            if value - last[0] >= 0.01 or value >= 1.0 > last[0]:
-                last[0] = value
-                run.post(Progress(job_id=job_id, value=round(value, 4)))
 
-        def phase(name: Phase) -> None:
-            run.steps += 1
-            run.post(PhaseChanged(job_id=job_id, phase=name))
-
-        run.post(run_job(self._engines, run.task, self._blobs, progress, phase))
+        reporter = Reporter(run.task.job_id, run.post, run.stop.is_set, counted)
+        encoder = self._config.worker.encoder
+        run.post(run_job(self._engines, run.task, self._blobs, reporter, encoder))
 
     def check_health(self) -> None:
         """Serve's periodic health check: a run given up but still running past its grace

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from kinema.engines.base import Engine, EngineCancelled, Task
 from kinema.engines.registry import get_preset, load_engine, load_plugins
 from kinema.engines.weights import WeightsMissing
+from kinema.media.encoding import EncoderSettings
 from kinema.runners.execute import ExecutionError, execute
 from kinema.runners.protocol import (
     Cancel,
@@ -144,6 +145,48 @@ class Heart:
                 self._channel.send(Heartbeat(job_id=job_id, steps=self.steps))
 
 
+class Reporter:
+    """A run's progress and phases as protocol events, for the worker and a Ray replica:
+    progress sent when it moves by 1% (or its phase's by 5%) and at the end, every report
+    counted as a step of the stall check, and a stop asked for raised (:class:`EngineCancelled`)
+    at the next report."""
+
+    def __init__(
+        self,
+        job_id: str,
+        post: Callable[[Progress | PhaseChanged], None],
+        stopped: Callable[[], bool],
+        counted: Callable[[], None],
+    ) -> None:
+        self._job_id = job_id
+        self._post = post
+        self._stopped = stopped
+        self._counted = counted
+        self._sent = (-1.0, -1.0)
+
+    def progress(self, value: float, within: float | None = None) -> None:
+        self._counted()
+        if self._stopped():
+            raise EngineCancelled(self._job_id)
+        value = min(max(value, 0.0), 1.0)
+        inside = -1.0 if within is None else min(max(within, 0.0), 1.0)
+        last, last_inside = self._sent
+        if value - last >= 0.01 or abs(inside - last_inside) >= 0.05 or value >= 1.0 > last:
+            self._sent = (value, inside)
+            self._post(
+                Progress(
+                    job_id=self._job_id,
+                    value=round(value, 4),
+                    phase_progress=None if within is None else round(inside, 4),
+                )
+            )
+
+    def phase(self, name: Phase) -> None:
+        self._counted()
+        self._sent = (self._sent[0], -1.0)
+        self._post(PhaseChanged(job_id=self._job_id, phase=name))
+
+
 def _run_one(
     channel: Channel,
     engines: dict[Task, Engine],
@@ -151,27 +194,17 @@ def _run_one(
     blobs: Blobs,
     inbox: Inbox,
     heart: Heart,
+    encoder: EncoderSettings,
 ) -> None:
     job_id = task.job_id
-    last = [-1.0]
     heart.begin(job_id)
 
-    def progress(value: float) -> None:
-        # Also called, at 1.0, as a mere cancel check after the last step (while encoding).
+    def counted() -> None:
         heart.steps += 1
-        if _cancel_arrived(inbox, job_id):
-            raise EngineCancelled(job_id)
-        value = min(max(value, 0.0), 1.0)
-        if value - last[0] >= 0.01 or value >= 1.0 > last[0]:
-            last[0] = value
-            channel.send(Progress(job_id=job_id, value=round(value, 4)))
 
-    def phase(name: Phase) -> None:
-        heart.steps += 1
-        channel.send(PhaseChanged(job_id=job_id, phase=name))
-
+    reporter = Reporter(job_id, channel.send, lambda: _cancel_arrived(inbox, job_id), counted)
     try:
-        channel.send(run_job(engines, task, blobs, progress, phase))
+        channel.send(run_job(engines, task, blobs, reporter, encoder))
     finally:
         heart.end()
 
@@ -180,13 +213,13 @@ def run_job(
     engines: dict[Task, Engine],
     task: RunTask,
     blobs: Blobs,
-    progress: Callable[[float], None],
-    phase: Callable[[Phase], None],
+    reporter: Reporter,
+    encoder: EncoderSettings,
 ) -> Done | Failed | Cancelled:
     """Run ``task`` to its one outcome (the worker process's and a Ray replica's)."""
     job_id = task.job_id
     try:
-        result = execute(engines, task, blobs, progress, phase)
+        result = execute(engines, task, blobs, reporter.progress, reporter.phase, encoder)
     except EngineCancelled:
         return Cancelled(job_id=job_id)
     except ExecutionError as exc:
@@ -232,7 +265,7 @@ def main(argv: list[str]) -> int:
     heart = Heart(channel, config.heartbeat_s)
     while (command := inbox.wait()) is not None:
         if isinstance(command, Run):
-            _run_one(channel, engines, command.task, blobs, inbox, heart)
+            _run_one(channel, engines, command.task, blobs, inbox, heart, config.encoder)
         # A cancel for a job that is not running has nothing left to stop.
     return 0
 

@@ -76,6 +76,10 @@ jobs = Table(
     Column("lease_expires_at", Float, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("progress", Float, nullable=True),
+    # Where a running job is (loading, denoising, decoding, encoding, storing) and how far
+    # into that phase; written with its progress by lease renewal.
+    Column("phase", String(16), nullable=True),
+    Column("phase_progress", Float, nullable=True),
     Column("output_key", String(300), nullable=True),
     Column("output_content_type", String(100), nullable=True),
     Column("output_metadata", JSON, nullable=True),
