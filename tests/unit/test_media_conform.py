@@ -206,6 +206,28 @@ def test_chunks_conform_as_the_whole_clip_does(chunk: int, count: int, num_frame
     assert max(len(p) for p in parts) <= chunk * -(-num_frames // count) + 1
 
 
+@pytest.mark.parametrize(
+    ("size", "crop"), [((64, 36), (36, 36)), ((16, 9), (9, 9)), ((32, 32), (32, 32))]
+)
+def test_without_resize_frames_are_cropped_at_the_source_scale(
+    size: tuple[int, int], crop: tuple[int, int]
+) -> None:
+    """For a consumer that scales (the MP4 writer): the same frames and the same crop, only
+    not resized; the centre columns of a wide source."""
+    width, height = size
+    source = _numbered(10, height, width)
+    source[:, :, :, 1] = np.arange(width, dtype=np.uint8)[None, None, :]
+    target = {"width": 32, "height": 32, "num_frames": 20, "fps": 24}
+    kept = np.concatenate(
+        list(conform_frames(FrameStream.of(source, 3), 12, resize=False, **target))
+    )
+    assert kept.shape == (20, crop[1], crop[0], 3)
+    left = (width - crop[0]) // 2
+    assert np.array_equal(kept[0, 0, :, 1], np.arange(left, left + crop[0]))
+    resized = np.concatenate(list(conform_frames(FrameStream.of(source, 3), 12, **target)))
+    assert np.array_equal(kept[:, 0, 0, 0], resized[:, 0, 0, 0])  # the same frames, in order
+
+
 def test_chunks_are_conformed_as_they_arrive() -> None:
     """The first output chunk exists before the source's second chunk is made."""
     made: list[int] = []

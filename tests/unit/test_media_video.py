@@ -220,7 +220,7 @@ def test_a_check_that_raises_stops_the_writer_and_leaves_no_file(tmp_path: Path)
 def test_an_error_on_the_encoder_thread_reaches_the_caller_and_stops_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(rgb: npt.NDArray[np.uint8], index: int, fps: int) -> av.VideoFrame:
+    def broken(rgb: npt.NDArray[np.uint8], *args: object) -> av.VideoFrame:
         raise OSError("disk full")
 
     monkeypatch.setattr(video, "_video_frame", broken)
@@ -282,12 +282,13 @@ def test_abort_and_an_exception_in_the_block_leave_no_file(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("chunk", "message"),
     [
-        (np.zeros((2, 96, 162, 3), np.uint8), r"uint8 \[t, 96, 160, 3\].*\[2, 96, 162, 3\]"),
-        (np.zeros((2, 96, 160), np.uint8), "this writer's size"),
+        (np.zeros((2, 96, 160), np.uint8), r"uint8 \[t, h, w, 3\].*160x96.*\[2, 96, 160\]"),
+        (np.zeros((2, 96, 160, 4), np.uint8), r"\[2, 96, 160, 4\]"),
+        (np.zeros((2, 0, 160, 3), np.uint8), r"\[2, 0, 160, 3\]"),
         (np.zeros((2, 96, 160, 3), np.float32), "float32"),
     ],
 )
-def test_a_chunk_of_another_size_or_type_is_refused(
+def test_a_chunk_of_another_shape_or_type_is_refused(
     tmp_path: Path, chunk: npt.NDArray[np.uint8], message: str
 ) -> None:
     with _writer(tmp_path / "x.mp4") as writer:
@@ -295,6 +296,32 @@ def test_a_chunk_of_another_size_or_type_is_refused(
             writer.write_frames(chunk)
         writer.write_frames(_frames(2))
     assert probe_mp4(tmp_path / "x.mp4")["frames"] == 2
+
+
+def test_frames_of_another_size_are_scaled_in_the_yuv_conversion(tmp_path: Path) -> None:
+    """The small frames a tiny engine makes reach the writer unscaled; the file is at the
+    writer's size, as close to the same frames scaled first as two bicubic scalers get."""
+    small = _frames(6, height=24, width=40)
+    big = np.stack([_bicubic(frame, 160, 96) for frame in small])
+    for name, chunk in (("small.mp4", small), ("big.mp4", big)):
+        with _writer(tmp_path / name) as writer:
+            writer.write_frames(chunk)
+    info = probe_mp4(tmp_path / "small.mp4")
+    assert (info["width"], info["height"], info["frames"]) == (160, 96, 6)
+    scaled, reference = _decoded(tmp_path / "small.mp4"), _decoded(tmp_path / "big.mp4")
+    assert float(np.mean(np.abs(scaled.astype(np.float32) - reference))) < 3.0
+
+
+def _bicubic(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    from PIL import Image
+
+    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _decoded(path: Path) -> npt.NDArray[np.uint8]:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def test_audio_needs_an_audio_stream_and_a_writer_bad_geometry(tmp_path: Path) -> None:

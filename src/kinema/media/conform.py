@@ -24,14 +24,25 @@ Audio = npt.NDArray[np.float32]
 
 
 def conform_frames(
-    frames: FrameStream, source_fps: float, *, width: int, height: int, num_frames: int, fps: int
+    frames: FrameStream,
+    source_fps: float,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    fps: int,
+    resize: bool = True,
 ) -> Iterator[Frames]:
     """The contract's frames made from ``frames`` as its chunks arrive: ``num_frames`` frames
     of ``[height, width, 3]`` uint8 in all, yielded a chunk's worth at a time (a chunk that no
     output frame shows yields nothing).
 
     Each frame is center-cropped to ``width:height`` and resized (bicubic) to exactly that
-    size. Frame selection follows time when the source lasts at least ``num_frames / fps``
+    size. ``resize=False`` stops after the crop (frames keep the source's scale, every one the
+    same size) for a consumer that scales them itself: :class:`~kinema.media.video.Mp4Writer`
+    does it in the pass that converts them to YUV, as ffmpeg's scale filter does — one swscale
+    pass instead of four, about 8x less work per frame for a small engine upscaled to 1080p.
+    Frame selection follows time when the source lasts at least ``num_frames / fps``
     seconds at its own ``source_fps`` (same rate: the first ``num_frames`` frames); a shorter
     source is stretched by nearest-frame index mapping so its first and last frames land on the
     first and last output frames. Raises ``ValueError`` for chunks that do not match the
@@ -52,7 +63,11 @@ def conform_frames(
                 raise ValueError(f"the engine sent more than the {frames.count} frames it declared")
             upto = shown + int(np.searchsorted(indices[shown:], end, side="left"))
             if upto > shown:
-                yield _resize_frames(chunk, indices[shown:upto] - start, box, width, height, pool)
+                picked = indices[shown:upto] - start
+                if resize:
+                    yield _resize_frames(chunk, picked, box, width, height, pool)
+                else:
+                    yield _crop_frames(chunk, picked, box)
             shown, start = upto, end
     if start != frames.count:
         raise ValueError(f"the engine sent {start} of the {frames.count} frames it declared")
@@ -122,6 +137,13 @@ def crop_box(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int,
     return (src_w - crop_w) // 2, (src_h - crop_h) // 2, crop_w, crop_h
 
 
+def _crop_frames(
+    source: Frames, indices: npt.NDArray[np.intp], box: tuple[int, int, int, int]
+) -> Frames:
+    left, top, crop_w, crop_h = box
+    return np.ascontiguousarray(source[indices, top : top + crop_h, left : left + crop_w])
+
+
 def _resize_frames(
     source: Frames,
     indices: npt.NDArray[np.intp],
@@ -132,7 +154,7 @@ def _resize_frames(
 ) -> Frames:
     left, top, crop_w, crop_h = box
     if (crop_w, crop_h) == (width, height):
-        return np.ascontiguousarray(source[indices, top : top + height, left : left + width])
+        return _crop_frames(source, indices, box)
     result = np.empty((len(indices), height, width, 3), dtype=np.uint8)
 
     def scale(index: int) -> None:

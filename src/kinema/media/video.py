@@ -119,11 +119,18 @@ class Mp4Writer:
         return self._frames
 
     def write_frames(self, chunk: Frames) -> None:
-        """Queue ``chunk`` (``[t, height, width, 3]`` uint8 RGB) to be encoded after the rest."""
-        if chunk.ndim != 4 or chunk.shape[1:] != self._shape or chunk.dtype != np.uint8:
+        """Queue ``chunk`` (``[t, h, w, 3]`` uint8 RGB) to be encoded after the rest. Frames of
+        another size than the writer's are scaled to it (bicubic, aspect not kept) in the same
+        swscale pass that converts them to YUV."""
+        if (
+            chunk.ndim != 4
+            or chunk.shape[3] != 3
+            or chunk.dtype != np.uint8
+            or 0 in chunk.shape[1:3]
+        ):
             raise ValueError(
-                f"frames must be uint8 [t, {self._shape[0]}, {self._shape[1]}, 3] (this "
-                f"writer's size), got {chunk.dtype} {list(chunk.shape)}"
+                f"frames must be uint8 [t, h, w, 3] (scaled to this writer's "
+                f"{self._shape[1]}x{self._shape[0]}), got {chunk.dtype} {list(chunk.shape)}"
             )
         if len(chunk):
             self._put(chunk)
@@ -218,7 +225,7 @@ class Mp4Writer:
                 raise _Aborted
             if self._check is not None:
                 self._check()
-            frame = _video_frame(rgb, self._frames, self._fps)
+            frame = _video_frame(rgb, self._frames, self._fps, self._shape)
             if self._audio is not None:
                 # Interleave: the audio that starts before this frame ends goes first.
                 self._audio.send_until(Fraction(self._frames + 1, self._fps))
@@ -307,11 +314,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _video_frame(rgb: Frames, index: int, fps: int) -> av.VideoFrame:
+def _video_frame(rgb: Frames, index: int, fps: int, shape: tuple[int, int, int]) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     # Convert here with explicit BT.709 matrices; swscale's implicit default is BT.601.
     frame = frame.reformat(
-        format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+        width=shape[1],
+        height=shape[0],
+        format="yuv420p",
+        interpolation="BICUBIC",
+        dst_colorspace=Colorspace.ITU709,
+        dst_color_range=ColorRange.MPEG,
     )
     frame.pts = index
     frame.time_base = Fraction(1, fps)

@@ -281,6 +281,7 @@ def _stream_shot(
         height=job.height,
         num_frames=job.num_frames,
         fps=job.fps,
+        resize=False,  # the writer scales in its YUV conversion
     )
     done = 0
     try:
