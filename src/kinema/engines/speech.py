@@ -1,0 +1,171 @@
+"""Speech engines: say one line of text in the voice of a reference clip.
+
+A kind of engine beside image-to-video and image-to-image, with its own protocol and presets:
+the :class:`~kinema.engines.base.Task` enum and :class:`~kinema.engines.base.Capabilities`
+describe image and video engines, and are left as they are, so speech presets are registered
+here (:func:`register_speech`) exactly as :mod:`kinema.engines.registry` registers the others —
+data plus a ``"module:function"`` loader that only the worker resolves. Loading them in the
+worker next to the video engine comes with the audio-driven video path.
+
+This module imports neither torch nor transformers: the API process may read the presets.
+
+- ``tiny-vibevoice``: transformers' ``VibeVoiceForConditionalGeneration`` at toy size with
+  random weights, built locally on first load (:mod:`kinema.engines.vibevoice`) and loaded with
+  ``from_pretrained`` like real weights; the reference clip reaches the model (a different clip
+  gives a different waveform), the sound is noise. For tests only: VibeVoice's authors advise
+  against commercial use, so there is no production VibeVoice preset.
+- ``voxcpm2``: OpenBMB's VoxCPM2 (2B, Apache-2.0 code and weights), zero-shot voice cloning in
+  30 languages with Chinese and English among them, 48 kHz (:mod:`kinema.engines.voxcpm`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, cast, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from kinema.engines.registry import LoadOptions, Resources
+from kinema.voices.script import Language
+
+Samples = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A voice to clone: the cleaned reference clip (:mod:`kinema.voices.reference`)."""
+
+    samples: Samples
+    """Mono float32 in -1..1."""
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Speech:
+    waveform: Samples
+    """Mono float32 in -1..1, at most ``max_seconds`` long."""
+    sample_rate: int
+    info: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpeechCapabilities:
+    """What a speech preset can do, as data."""
+
+    sample_rate: int
+    """Rate of the waveforms it returns."""
+    languages: frozenset[str] = frozenset({"en", "zh"})
+    clones: bool = True
+    """Speaks in the voice of a reference clip (else only in its own voices)."""
+
+
+@runtime_checkable
+class VoiceEngine(Protocol):
+    capabilities: SpeechCapabilities
+
+    def speak(
+        self,
+        text: str,
+        reference: Reference | None,
+        language: Language,
+        max_seconds: float,
+        *,
+        seed: int | None = None,
+    ) -> Speech:
+        """``text`` spoken in the voice of ``reference`` (None: the engine's own voice), cut at
+        ``max_seconds``. The same arguments and seed give the same waveform."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpeechPreset:
+    name: str
+    capabilities: SpeechCapabilities
+    loader: str
+    """``"package.module:function"`` taking :class:`LoadOptions`, returning a VoiceEngine."""
+    description: str = ""
+    license: str = ""
+    weights: str = ""
+    install: str = ""
+    """What the worker's environment needs beyond Kinema's ``engines`` extra."""
+    tags: frozenset[str] = field(default_factory=frozenset)
+    resources: Resources = field(default_factory=Resources)
+
+
+_PRESETS: dict[str, SpeechPreset] = {}
+
+
+def register_speech(preset: SpeechPreset) -> SpeechPreset:
+    if preset.name in _PRESETS:
+        raise ValueError(f"speech preset {preset.name!r} is already registered")
+    if ":" not in preset.loader:
+        raise ValueError(f"speech preset {preset.name!r}: loader must be 'module:function'")
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+def speech_presets() -> list[SpeechPreset]:
+    return sorted(_PRESETS.values(), key=lambda p: p.name)
+
+
+def get_speech_preset(name: str) -> SpeechPreset:
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        known = ", ".join(sorted(_PRESETS))
+        raise KeyError(f"unknown speech preset {name!r} (known: {known})") from None
+
+
+def load_voice_engine(name: str, options: LoadOptions) -> VoiceEngine:
+    """Import the preset's module and build the engine. Worker process only."""
+    module_name, func_name = get_speech_preset(name).loader.split(":", 1)
+    factory = cast(
+        Callable[[LoadOptions], VoiceEngine],
+        getattr(importlib.import_module(module_name), func_name),
+    )
+    return factory(options)
+
+
+VOXCPM2_HUB_ID = "openbmb/VoxCPM2"
+VOXCPM2_INSTALL = "pip install --no-deps voxcpm==2.0.3 && pip install einops librosa"
+"""The model code without its demo, ASR, denoiser and training extras (gradio, funasr,
+modelscope, datasets, torchcodec, torchaudio, …), which VoxCPM2's inference never calls
+(docs/engines.md, "Speech (voices)")."""
+
+TINY_VIBEVOICE = register_speech(
+    SpeechPreset(
+        name="tiny-vibevoice",
+        capabilities=SpeechCapabilities(sample_rate=24_000),
+        loader="kinema.engines.vibevoice:load_tiny",
+        description=(
+            "VibeVoice (VibeVoiceForConditionalGeneration) at toy size: the reference clip "
+            "through its acoustic tokenizer into the prompt; speaks for the text's estimated "
+            "length (random weights never learned when to stop)."
+        ),
+        license="MIT (VibeVoice code in transformers; the weights are random; tests only)",
+        weights="random weights built locally",
+        tags=frozenset({"test", "tiny"}),
+        resources=Resources(gpus=0),
+    )
+)
+
+VOXCPM2 = register_speech(
+    SpeechPreset(
+        name="voxcpm2",
+        capabilities=SpeechCapabilities(sample_rate=48_000),
+        loader="kinema.engines.voxcpm:load_voxcpm2",
+        description=(
+            "VoxCPM2 (OpenBMB, 2B): zero-shot voice cloning from the reference clip, Chinese, "
+            "English and 28 more languages, 48 kHz; no denoiser (the clip is cleaned at "
+            "create-voice)."
+        ),
+        license="Apache-2.0 (code and weights; stated free for commercial use)",
+        weights=VOXCPM2_HUB_ID,
+        install=VOXCPM2_INSTALL,
+        # Estimate until measured on a GPU: ~4.6 GiB of bf16 weights plus the LM caches.
+        resources=Resources(gpus=1, memory_gib=8.0),
+    )
+)
