@@ -3,6 +3,7 @@ non-zero exit at once, not an error after the engines have loaded (minutes with 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -72,3 +73,27 @@ def test_an_address_not_of_this_machine_is_one_line_too(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot listen on 192.0.2.1:0: ")
     assert result.output.count("\n") == 1
+
+
+def test_the_listening_socket_does_not_reach_the_engine_workers() -> None:
+    """Workers are started from uvicorn's loop (uvloop, which keeps inheritable descriptors in
+    a child): were the socket inheritable, a killed server's workers would hold its port until
+    they noticed and a restart would find it in use."""
+    import asyncio
+
+    import uvloop
+
+    sock = kinema.api.serving.listen_socket("127.0.0.1", 0)
+    code = "import os; print(sorted(os.readlink(f'/proc/self/fd/{f}') for f in os.listdir('/proc/self/fd') if os.path.exists(f'/proc/self/fd/{f}')))"  # noqa: E501
+
+    async def child_fds() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        return out.decode()
+
+    with sock:
+        seen = uvloop.run(child_fds())
+        inode = os.readlink(f"/proc/self/fd/{sock.fileno()}")
+    assert inode.startswith("socket:[") and inode not in seen

@@ -164,7 +164,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
                 "stop that process or choose another port with --port"
             ) from None
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
+    # Never inheritable: uvloop's subprocesses keep every inheritable descriptor, so the engine
+    # workers would hold the port after the server is killed and a restart could not bind it.
+    sock.set_inheritable(False)
     return sock
 
 
