@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import kinema.client
 from kinema.cli import main
 
 pytestmark = pytest.mark.unit
@@ -44,7 +43,10 @@ def test_the_guides_python_compiles_and_imports_only_what_the_sdk_exports() -> N
         compile(block, "docs/guide.md", "exec")
         for names in re.findall(r"from kinema\.client import (.+)", block):
             for name in (n.strip() for n in names.split(",")):
-                assert hasattr(kinema.client, name), name
+                # What the statement itself would do: a name, or a submodule (webhooks).
+                namespace: dict[str, object] = {}
+                exec(f"from kinema.client import {name}", namespace)  # noqa: S102
+                assert name in namespace, name
 
 
 def test_the_guides_kinema_commands_exist() -> None:
