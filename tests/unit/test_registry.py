@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kinema.engines import registry
-from kinema.engines.base import Capabilities, Task
+from kinema.engines.base import Capabilities, PhaseShares, Task
 from kinema.engines.registry import LoadOptions, Preset, get_preset, load_engine, presets, register
 
 pytestmark = pytest.mark.unit
@@ -66,6 +66,20 @@ def test_builtin_presets_are_registered_with_their_capabilities() -> None:
         preset = by_name[name]
         assert preset.description and preset.license and preset.weights, name
         assert preset.loader.startswith("kinema.engines."), name
+
+
+def test_every_builtin_preset_declares_where_its_time_goes() -> None:
+    """Progress shares are chosen per preset (measured or estimated), never the default; an
+    image run has no decoding phase, so an image preset gives it nothing."""
+    builtin = [p for p in presets() if p.loader.startswith("kinema.engines.")]
+    assert len(builtin) >= 11
+    for preset in builtin:
+        shares = preset.capabilities.phase_shares
+        assert shares != PhaseShares(), preset.name
+        if preset.capabilities.task is Task.IMAGE_TO_IMAGE:
+            assert shares.decoding == 0.0, preset.name
+    with pytest.raises(ValueError, match="sum to 1"):
+        PhaseShares(loading=0.5, denoising=0.6, decoding=0.0, encoding=0.0, storing=0.0)
 
 
 def test_load_engine_builds_from_the_loader(tmp_path: Path) -> None:

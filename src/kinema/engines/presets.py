@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kinema.engines.base import Capabilities, Task
+from kinema.engines.base import Capabilities, PhaseShares, Task
 from kinema.engines.registry import Preset, Resources, register
 
 _LOCAL = "random weights built locally"
@@ -32,6 +32,51 @@ image engine, so their workers load it too."""
 # offload the peak is the largest component (transformer) plus activations.
 LTX25_RESOURCES = Resources(gpus=1, memory_gib=72.0, offload_memory_gib=48.0)
 _TEST_TAGS = frozenset({"test"})
+
+# Where a run's time goes, for progress (PhaseShares: loading, denoising, decoding, encoding,
+# storing). Tiny and static presets: measured by bench/engine_overhead.py (a 5 s 1920×1080
+# video with audio, a 1K image; 2 vCPU) — their model is toy-sized, so the media path (frames
+# scaled and encoded at 1080p; the image's PNG) is nearly all of a run. Production presets:
+# estimates until measured on a GPU, where denoising dominates (docs/performance.md,
+# "Progress by phase").
+TINY_LTX2_SHARES = PhaseShares(
+    loading=0.01, denoising=0.01, decoding=0.73, encoding=0.24, storing=0.01
+)
+TINY_TWO_STAGE_SHARES = PhaseShares(
+    loading=0.01, denoising=0.02, decoding=0.72, encoding=0.24, storing=0.01
+)
+TINY_QUALITY_SHARES = PhaseShares(
+    loading=0.01, denoising=0.01, decoding=0.72, encoding=0.25, storing=0.01
+)
+STATIC_VIDEO_SHARES = PhaseShares(
+    loading=0.01, denoising=0.01, decoding=0.74, encoding=0.23, storing=0.01
+)
+TINY_FLUX2_SHARES = PhaseShares(
+    loading=0.03, denoising=0.10, decoding=0.0, encoding=0.86, storing=0.01
+)
+TINY_QWEN_SHARES = PhaseShares(
+    loading=0.03, denoising=0.10, decoding=0.0, encoding=0.86, storing=0.01
+)
+STATIC_IMAGE_SHARES = PhaseShares(
+    loading=0.17, denoising=0.27, decoding=0.0, encoding=0.55, storing=0.01
+)
+LTX25_DISTILLED_SHARES = PhaseShares(
+    loading=0.01, denoising=0.78, decoding=0.18, encoding=0.02, storing=0.01
+)
+"""Estimate: 11 steps of the 19B transformer, then a tiled 1080p VAE decode overlapped with
+the encode; the encoder's flush and the upload are seconds."""
+LTX25_QUALITY_SHARES = PhaseShares(
+    loading=0.01, denoising=0.90, decoding=0.07, encoding=0.01, storing=0.01
+)
+"""Estimate: 43 steps with classifier-free guidance, the same decode."""
+FLUX2_KLEIN_SHARES = PhaseShares(
+    loading=0.02, denoising=0.80, decoding=0.0, encoding=0.16, storing=0.02
+)
+"""Estimate: 4 steps (the VAE decode inside the pipeline call), then a 1–4 MP PNG."""
+QWEN_IMAGE_EDIT_SHARES = PhaseShares(
+    loading=0.01, denoising=0.96, decoding=0.0, encoding=0.02, storing=0.01
+)
+"""Estimate: 40 steps with true CFG (80 transformer passes)."""
 
 MAX_VIDEO_FRAMES = 361
 """15 s at 24 fps on LTX-2's 8k+1 grid: the longest contract duration in one call."""
@@ -52,7 +97,9 @@ LTX2_VIDEO = Capabilities(
 TINY_LTX2 = register(
     Preset(
         name="tiny-ltx2",
-        capabilities=dataclasses.replace(LTX2_VIDEO, max_working_side=64),
+        capabilities=dataclasses.replace(
+            LTX2_VIDEO, max_working_side=64, phase_shares=TINY_LTX2_SHARES
+        ),
         loader="kinema.engines.ltx2:load_tiny",
         description=(
             "LTX-2 image-to-video with audio (LTX2ConditionPipeline) at toy size: start frame, "
@@ -70,7 +117,10 @@ TINY_LTX2_QUALITY = register(
     Preset(
         name="tiny-ltx2-quality",
         capabilities=dataclasses.replace(
-            TINY_LTX2.capabilities, honours_cfg=True, honours_negative_prompt=True
+            TINY_LTX2.capabilities,
+            honours_cfg=True,
+            honours_negative_prompt=True,
+            phase_shares=TINY_QUALITY_SHARES,
         ),
         loader="kinema.engines.ltx2:load_tiny_quality",
         description=(
@@ -90,7 +140,9 @@ TINY_LTX2_TWO_STAGE = register(
         name="tiny-ltx2-two-stage",
         # Two-stage renders half size first, upsamples ×2 in latent space, then refines: the final
         # size is on a 64 grid (twice the VAE's 32). A 128 cap keeps the aspect visible.
-        capabilities=dataclasses.replace(LTX2_VIDEO, size_multiple=64, max_working_side=128),
+        capabilities=dataclasses.replace(
+            LTX2_VIDEO, size_multiple=64, max_working_side=128, phase_shares=TINY_TWO_STAGE_SHARES
+        ),
         loader="kinema.engines.ltx2:load_tiny_two_stage",
         description=(
             "The tiny LTX-2 in two stages, as ltx2.5-distilled runs: a half-resolution pass, the "
@@ -112,6 +164,7 @@ TINY_FLUX2_KLEIN = register(
             size_multiple=16,
             max_references=MAX_IMAGE_REFERENCES,
             max_working_side=64,
+            phase_shares=TINY_FLUX2_SHARES,
         ),
         loader="kinema.engines.flux2:load_tiny",
         description=(
@@ -132,6 +185,7 @@ QWEN_IMAGE_EDIT_CAPABILITIES = Capabilities(
     max_references=3,
     # Qwen-Image's largest recommended size (1664×928); 2K outputs are upscaled by the worker.
     max_working_side=1664,
+    phase_shares=QWEN_IMAGE_EDIT_SHARES,
 )
 """Qwen-Image-Edit-Plus with the real image-to-image contract: no cfg_scale or negative_prompt
 reaches it, so the preset's own guidance setting applies."""
@@ -139,7 +193,9 @@ reaches it, so the preset's own guidance setting applies."""
 TINY_QWEN_IMAGE_EDIT = register(
     Preset(
         name="tiny-qwen-image-edit",
-        capabilities=dataclasses.replace(QWEN_IMAGE_EDIT_CAPABILITIES, max_working_side=64),
+        capabilities=dataclasses.replace(
+            QWEN_IMAGE_EDIT_CAPABILITIES, max_working_side=64, phase_shares=TINY_QWEN_SHARES
+        ),
         loader="kinema.engines.qwen:load_tiny",
         description=(
             "Qwen-Image-Edit-2511 image-to-image (QwenImageEditPlusPipeline) at toy size: the "
@@ -163,6 +219,7 @@ STATIC_VIDEO = register(
             size_multiple=16,
             audio=True,
             max_working_side=64,
+            phase_shares=STATIC_VIDEO_SHARES,
         ),
         loader="kinema.engines.static:load_video",
         description=(
@@ -185,6 +242,7 @@ STATIC_IMAGE = register(
             size_multiple=16,
             max_references=MAX_IMAGE_REFERENCES,
             max_working_side=64,
+            phase_shares=STATIC_IMAGE_SHARES,
         ),
         loader="kinema.engines.static:load_image",
         description="No model: the source image fitted to the working size. For tests, benchmarks.",
@@ -203,7 +261,9 @@ STATIC_IMAGE = register(
 LTX25_DISTILLED = register(
     Preset(
         name="ltx2.5-distilled",
-        capabilities=dataclasses.replace(LTX2_VIDEO, size_multiple=64),
+        capabilities=dataclasses.replace(
+            LTX2_VIDEO, size_multiple=64, phase_shares=LTX25_DISTILLED_SHARES
+        ),
         loader="kinema.engines.ltx2:load_distilled",
         description=(
             "LTX-2.5 distilled image-to-video with native audio, two stages to 1080p (half size, "
@@ -220,7 +280,10 @@ LTX25_QUALITY = register(
     Preset(
         name="ltx2.5-quality",
         capabilities=dataclasses.replace(
-            LTX25_DISTILLED.capabilities, honours_cfg=True, honours_negative_prompt=True
+            LTX25_DISTILLED.capabilities,
+            honours_cfg=True,
+            honours_negative_prompt=True,
+            phase_shares=LTX25_QUALITY_SHARES,
         ),
         loader="kinema.engines.ltx2:load_quality",
         description="LTX-2.5 full transformer: cfg_scale and negative_prompt honoured.",
@@ -239,6 +302,7 @@ FLUX2_KLEIN_4B = register(
             size_multiple=16,
             # FLUX.2 documents multi-reference editing with up to 10 images.
             max_references=10,
+            phase_shares=FLUX2_KLEIN_SHARES,
         ),
         loader="kinema.engines.flux2:load_klein_4b",
         description="FLUX.2 [klein] 4B image editing with reference images; 4 steps.",
