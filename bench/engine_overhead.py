@@ -3,17 +3,16 @@ pipeline called directly and encoded with the ffmpeg command line, per endpoint;
 Kinema run's time goes, phase by phase, per preset (the progress shares of the presets).
 
 1. **kinema**: ``kinema serve --preset tiny`` on 127.0.0.1 (its own data dir, one worker per
-   pool), a key; per endpoint one warm-up and ``--requests`` sequential v1 requests, timed by
-   the client from the first byte sent to the last byte of the answer (the MP4 or PNG itself):
+   pool), a key; v1 requests, each timed by the client from the first byte sent to the last
+   byte of the answer (the MP4 or PNG itself):
    - ``kling-3-standard-image2video``: a 1280×720 PNG start image, 16:9, ``--duration`` s with
      audio, no elements → a 1920×1080 MP4 (H.264 + AAC);
    - ``kling-3-image2image``: the same PNG, 1K 1:1 → a 1024×1024 PNG.
-2. **direct**: the same weights loaded with diffusers' own ``from_pretrained`` in this process
-   (the server stopped first, so the two never share the CPUs), one warm-up, then per request:
-   the same pipeline call (size, frames, steps, seed, guidance off), then what a user would do —
-   the video's frames piped raw to ``ffmpeg`` (scaled and cropped to 1920×1080, libx264
-   ``veryfast`` CRF 18, AAC 192 kb/s from a WAV of the audio, ``+faststart``), the image resized
-   to 1024×1024 with Pillow and saved as PNG.
+2. **direct**: the same weights loaded with diffusers' own ``from_pretrained`` in this process;
+   per request the same pipeline call (size, frames, steps, seed, guidance off), then what a
+   user would do — the video's frames piped raw to ``ffmpeg`` (scaled and cropped to
+   1920×1080, libx264 ``veryfast`` CRF 18, AAC 192 kb/s from a WAV of the audio,
+   ``+faststart``), the image resized to 1024×1024 with Pillow and saved as PNG.
 3. **phases**: Kinema's worker code (``kinema.runners.execute``) in this process on each tiny and
    static preset, one warm-up, one timed run: seconds per phase and its share — the figures the
    presets' ``PhaseShares`` come from — beside the shares the preset declares and the largest
@@ -21,7 +20,10 @@ Kinema run's time goes, phase by phase, per preset (the progress shares of the p
    it with, so ``kinema_s - worker_s`` is what the rest of the stack adds (HTTP, the body, the
    queue, storing the output and answering with it).
 
-Ratio = kinema median / direct median (target ≤ 1.05 where the pipeline dominates). Prints
+Per endpoint a warm-up of each, then ``--requests`` back-to-back pairs, a Kinema request and a
+direct call, the first of the pair alternating (the server idles while the direct call runs):
+the ratio is the median of the pairs' kinema / direct, since the machine's load moves between
+pairs (target ≤ 1.05 where the pipeline dominates). Prints
 tables and writes JSON (default bench/results/engine_overhead.json). Needs ``ffmpeg`` on PATH.
 Bounded: every request by 300 s, the whole run by ``--deadline``.
 Usage: python bench/engine_overhead.py [--requests 3] [--duration 5] [--smoke] [--out PATH]
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -43,6 +46,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +103,12 @@ def source_png() -> bytes:
 # 1. Kinema: the whole stack -----------------------------------------------------------------
 
 
-def kinema_requests(models: Path, args: argparse.Namespace, png: bytes) -> dict[str, list[float]]:
+@contextlib.contextmanager
+def kinema_calls(
+    models: Path, args: argparse.Namespace, png: bytes
+) -> Iterator[dict[str, Callable[[], None]]]:
+    """``kinema serve --preset tiny`` on 127.0.0.1, ready; per endpoint a call that sends one
+    v1 request and reads the whole answer (the MP4 or PNG)."""
     data = Path(tempfile.mkdtemp(prefix="kinema-bench-"))
     server = Server(data, "tiny")
     server.env["KINEMA_ENGINES__MODELS_DIR"] = str(models)
@@ -118,24 +127,22 @@ def kinema_requests(models: Path, args: argparse.Namespace, png: bytes) -> dict[
         },
         IMAGE_SLUG: {"image_url": image, "prompt": PROMPT, "resolution": "1K", "seed": SEED},
     }
-    times: dict[str, list[float]] = {}
     try:
         with httpx.Client(base_url=server.url, timeout=300) as client:
             _wait_ready(client)
-            for slug, body in bodies.items():
-                times[slug] = []
-                for index in range(args.requests + 1):  # the first is the warm-up
-                    started = time.perf_counter()
-                    r = client.post(f"/v1/{slug}", json=body, headers=headers)
-                    elapsed = time.perf_counter() - started
+
+            def call(slug: str) -> Callable[[], None]:
+                def send() -> None:
+                    r = client.post(f"/v1/{slug}", json=bodies[slug], headers=headers)
                     if r.status_code != 200:
                         raise RuntimeError(f"{slug}: {r.status_code} {r.text[:300]}")
-                    if index:
-                        times[slug].append(elapsed)
+
+                return send
+
+            yield {slug: call(slug) for slug in bodies}
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
-    return times
 
 
 def _wait_ready(client: httpx.Client) -> None:
@@ -150,7 +157,11 @@ def _wait_ready(client: httpx.Client) -> None:
 # 2. Direct: diffusers + the ffmpeg CLI ------------------------------------------------------
 
 
-def direct_requests(models: Path, args: argparse.Namespace, png: bytes) -> dict[str, list[float]]:
+def direct_calls(
+    models: Path, args: argparse.Namespace, png: bytes
+) -> dict[str, Callable[[], None]]:
+    """The same tiny pipelines loaded with diffusers' own ``from_pretrained`` in this process;
+    per endpoint a call that generates and encodes as a user of diffusers would."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import Flux2KleinPipeline
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
         LTX2ConditionPipeline,
@@ -200,15 +211,7 @@ def direct_requests(models: Path, args: argparse.Namespace, png: bytes) -> dict[
         buf = io.BytesIO()
         out.resize((1024, 1024), Image.Resampling.BICUBIC).save(buf, "PNG")
 
-    times: dict[str, list[float]] = {}
-    for slug, call in ((VIDEO_SLUG, video), (IMAGE_SLUG, image)):
-        times[slug] = []
-        for index in range(args.requests + 1):
-            started = time.perf_counter()
-            call()
-            if index:
-                times[slug].append(time.perf_counter() - started)
-    return times
+    return {VIDEO_SLUG: video, IMAGE_SLUG: image}
 
 
 def ffmpeg_encode(frames: np.ndarray, audio: np.ndarray, rate: int, seconds: int) -> None:
@@ -237,6 +240,29 @@ def ffmpeg_encode(frames: np.ndarray, audio: np.ndarray, rate: int, seconds: int
             "-movflags", "+faststart", str(Path(tmp) / "out.mp4"),
         ]  # fmt: skip
         subprocess.run(command, input=raw.tobytes(), check=True, timeout=300)
+
+
+def paired(
+    models: Path, args: argparse.Namespace, png: bytes
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per endpoint, a warm-up of each, then ``--requests`` back-to-back pairs (which one goes
+    first alternates), so that both sides of a pair see the same load on the machine. The
+    server is idle while the direct call runs (its workers wait on their queue)."""
+    kinema: dict[str, list[float]] = {}
+    direct: dict[str, list[float]] = {}
+    with kinema_calls(models, args, png) as served:
+        local = direct_calls(models, args, png)
+        for slug in (VIDEO_SLUG, IMAGE_SLUG):
+            served[slug]()
+            local[slug]()
+            kinema[slug], direct[slug] = [], []
+            for index in range(args.requests):
+                order = [(served, kinema), (local, direct)]
+                for calls, times in order if index % 2 == 0 else order[::-1]:
+                    started = time.perf_counter()
+                    calls[slug]()
+                    times[slug].append(time.perf_counter() - started)
+    return kinema, direct
 
 
 # 3. Phases: Kinema's worker code, per preset ------------------------------------------------
@@ -319,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         build_tiny_ltx2(models / "tiny-ltx2")
         build_tiny_flux2_klein(models / "tiny-flux2-klein")  # the direct part loads these
         png = source_png()
-        kinema = kinema_requests(models, args, png)
-        direct = direct_requests(models, args, png)
+        kinema, direct = paired(models, args, png)
         phases = phase_times(models, args, png)
     finally:
         shutil.rmtree(models, ignore_errors=True)
@@ -329,12 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     for slug in (VIDEO_SLUG, IMAGE_SLUG):
         k, d = statistics.median(kinema[slug]), statistics.median(direct[slug])
         worker = in_process[SERVED[slug]]
+        ratios = [a / b for a, b in zip(kinema[slug], direct[slug], strict=True)]
         endpoints.append(
             {
                 "endpoint": slug,
                 "kinema_s": round(k, 3),
                 "direct_s": round(d, 3),
-                "ratio": round(k / d, 3),
+                "ratio": round(statistics.median(ratios), 3),  # of the pairs
+                "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
                 # The worker's code alone (part 3), and what the rest of the stack adds to it:
                 # HTTP, the body, the queue, the output's storage and its answer.
                 "worker_s": worker,
@@ -365,10 +392,12 @@ def _cpus() -> int:
 
 
 def _print(report: dict[str, Any]) -> None:
-    print(f"\n{'endpoint':32} {'kinema s':>9} {'direct s':>9} {'ratio':>7} {'worker s':>9}")
+    head = f"{'kinema s':>9} {'direct s':>9} {'ratio':>7} {'range':>10} {'worker s':>9}"
+    print(f"\n{'endpoint':30} {head}")
     for row in report["endpoints"]:
         k, d, ratio, w = row["kinema_s"], row["direct_s"], row["ratio"], row["worker_s"]
-        print(f"{row['endpoint']:32} {k:9.3f} {d:9.3f} {ratio:7.3f} {w:9.3f}")
+        spread = row["ratio_range"]
+        print(f"{row['endpoint']:30} {k:9.3f} {d:9.3f} {ratio:7.3f} {spread:>10} {w:9.3f}")
     header = "".join(f"{phase:>16}" for phase in PHASES)
     print(f"\n{'preset':22} {'total s':>8}{header}   declared shares (gap)")
     for row in report["phases"]:

@@ -10,9 +10,11 @@ in every process. In one run:
       same settings (libx264 preset and CRF, frame threads, BT.709 limited-range yuv420p,
       +faststart); run in back-to-back pairs, --repeats of them: the medians, and the ratio
       writer / ffmpeg as the median of the pairs' (with its range);
-  (b) the conform step per frame (kinema.media.conform: centre crop, then swscale bicubic) to
-      1920×1080 from LTX's 1920×1088 working size (a crop only), from half size and from the
-      tiny presets' 64×32; one thread (the worker scales a chunk's frames on up to 4);
+  (b) per frame, from an engine's frame to the yuv420p frame the encoder takes, at 1920×1080
+      from LTX's 1920×1088 working size (a crop only), from half size and from the tiny
+      presets' 64×32: the worker's path (conform crops, the writer scales in its YUV
+      conversion, one swscale pass) vs scaling in conform first (bicubic on planar RGB, then
+      the conversion at full size); one thread;
   (c) peak RSS growth (ru_maxrss, one subprocess per case so none shares a peak) of a process
       that makes 5 s or 15 s chunk by chunk into Mp4Writer, against one that makes the whole
       clip as one array and encodes it (the worker before streaming), and ffmpeg's own;
@@ -49,7 +51,7 @@ from PIL import Image
 
 from kinema.media.conform import _scale, crop_box
 from kinema.media.encoding import EncoderSettings
-from kinema.media.video import ENCODE_CHUNK, Mp4Writer, encode_mp4
+from kinema.media.video import ENCODE_CHUNK, Mp4Writer, _video_frame, encode_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 24
@@ -98,9 +100,12 @@ def _bounce(step: int) -> int:
 # (a) Mp4Writer vs the ffmpeg command line --------------------------------------------------
 
 
-def encode_writer(frames: Frames, path: Path, encoder: EncoderSettings) -> float:
+def encode_writer(
+    frames: Frames, path: Path, encoder: EncoderSettings, size: tuple[int, int] | None = None
+) -> float:
+    """Encode ``frames`` at ``size`` (width, height; default theirs: the writer scales)."""
     started = time.perf_counter()
-    height, width = frames.shape[1:3]
+    width, height = size or (frames.shape[2], frames.shape[1])
     with Mp4Writer(
         path, width=width, height=height, fps=FPS, audio_rate=None, encoder=encoder
     ) as writer:
@@ -109,12 +114,19 @@ def encode_writer(frames: Frames, path: Path, encoder: EncoderSettings) -> float
     return time.perf_counter() - started
 
 
-def ffmpeg_command(width: int, height: int, encoder: EncoderSettings, out: Path) -> list[str]:
+def ffmpeg_command(
+    width: int,
+    height: int,
+    encoder: EncoderSettings,
+    out: Path,
+    size: tuple[int, int] | None = None,
+) -> list[str]:
+    scale = "" if size is None else f"{size[0]}:{size[1]}:flags=bicubic:"
     return [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(FPS),
         "-i", "-",
-        "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+        "-vf", f"scale={scale}out_color_matrix=bt709:out_range=tv,format=yuv420p",
         "-c:v", "libx264", "-preset", encoder.preset, "-crf", str(encoder.crf),
         "-threads", str(encoder.threads), "-pix_fmt", "yuv420p",
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
@@ -122,10 +134,13 @@ def ffmpeg_command(width: int, height: int, encoder: EncoderSettings, out: Path)
     ]  # fmt: skip
 
 
-def encode_ffmpeg(frames: Frames, path: Path, encoder: EncoderSettings) -> float:
+def encode_ffmpeg(
+    frames: Frames, path: Path, encoder: EncoderSettings, size: tuple[int, int] | None = None
+) -> float:
     height, width = frames.shape[1:3]
     started = time.perf_counter()
-    proc = subprocess.Popen(ffmpeg_command(width, height, encoder, path), stdin=subprocess.PIPE)
+    command = ffmpeg_command(width, height, encoder, path, size)
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE)
     assert proc.stdin is not None
     for start in range(0, len(frames), ENCODE_CHUNK):
         proc.stdin.write(frames[start : start + ENCODE_CHUNK].data)
@@ -136,22 +151,28 @@ def encode_ffmpeg(frames: Frames, path: Path, encoder: EncoderSettings) -> float
 
 
 def compare(args: argparse.Namespace, encoder: EncoderSettings, work: Path) -> list[dict[str, Any]]:
+    """Each duration at the output size; then the first duration from the tiny presets' 64×32,
+    scaled to the output size by each (the writer in its YUV conversion, ffmpeg's scale filter
+    bicubic), which is what a tiny engine's job encodes."""
+    size = (args.width, args.height)
+    cases = [(Clip(*size), seconds, None) for seconds in args.durations]
+    cases.append((Clip(64, 32), args.durations[0], size))
     rows = []
-    clip = Clip(args.width, args.height)
-    for seconds in args.durations:
+    for clip, seconds, scaled in cases:
         frames = clip.chunk(0, seconds * FPS)
         ours, theirs = [], []
         for repeat in range(args.repeats):
             # Back to back, the first of the pair alternating: each pair sees the same load.
             if repeat % 2:
-                theirs.append(encode_ffmpeg(frames, work / "ffmpeg.mp4", encoder))
-            ours.append(encode_writer(frames, work / "writer.mp4", encoder))
+                theirs.append(encode_ffmpeg(frames, work / "ffmpeg.mp4", encoder, scaled))
+            ours.append(encode_writer(frames, work / "writer.mp4", encoder, scaled))
             if not repeat % 2:
-                theirs.append(encode_ffmpeg(frames, work / "ffmpeg.mp4", encoder))
+                theirs.append(encode_ffmpeg(frames, work / "ffmpeg.mp4", encoder, scaled))
         writer_s, ffmpeg_s = statistics.median(ours), statistics.median(theirs)
         ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
         rows.append(
             {
+                "source": f"{clip.width}x{clip.height}",
                 "seconds": seconds,
                 "frames": len(frames),
                 "writer_s": round(writer_s, 2),
@@ -177,7 +198,11 @@ def _mbit_s(path: Path, seconds: float) -> float:
 
 
 def conform_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per frame, from the engine's frame to the yuv420p frame the encoder takes: the worker's
+    path (crop in conform; the writer scales in its YUV conversion, one swscale pass) against
+    scaling in conform first (crop, bicubic on planar RGB, then the conversion at full size)."""
     width, height = args.width, args.height
+    shape = (height, width, 3)
     sources = [(width, height + 8 * height // 1080), (width // 2, height // 2 + 4), (64, 32)]
     rows = []
     for src_w, src_h in sources:
@@ -186,20 +211,33 @@ def conform_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
         crop = frame[top : top + crop_h, left : left + crop_w]
         resized = (crop_w, crop_h) != (width, height)
         reps = 3 if args.smoke else 20
-        started = time.perf_counter()
-        for _ in range(reps):
-            out = _scale(crop, width, height) if resized else crop.copy()
-        cost = (time.perf_counter() - started) / reps
-        assert out.shape == (height, width, 3)
+
+        costs = {}
+        for name in ("writer", "conform"):
+            _to_encoder(crop, shape, name)  # warm swscale's context
+            started = time.perf_counter()
+            for _ in range(reps):
+                out = _to_encoder(crop, shape, name)
+            costs[name] = (time.perf_counter() - started) / reps
+            assert (out.width, out.height) == (width, height)
         rows.append(
             {
                 "source": f"{src_w}x{src_h}",
                 "target": f"{width}x{height}",
-                "step": "crop + bicubic" if resized else "crop (copy)",
-                "ms_per_frame": round(cost * 1000, 2),
+                "step": "crop + bicubic" if resized else "crop",
+                "ms_writer_scales": round(costs["writer"] * 1000, 2),
+                "ms_conform_scales": round(costs["conform"] * 1000, 2),
+                "ratio": round(costs["writer"] / costs["conform"], 2),
             }
         )
     return rows
+
+
+def _to_encoder(crop: npt.NDArray[np.uint8], shape: tuple[int, int, int], path: str) -> Any:
+    height, width = shape[:2]
+    if path == "conform" and crop.shape != shape:
+        return _video_frame(_scale(crop, width, height), 0, 24, shape)
+    return _video_frame(np.ascontiguousarray(crop), 0, 24, shape)
 
 
 # (c) Peak memory, one process per case ---------------------------------------------------------
@@ -381,15 +419,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 COLUMNS = {
     "memory": ("mode", "seconds", "baseline_mb", "peak_mb", "growth_mb"),
-    "encode": ("seconds", "frames", "writer_s", "ffmpeg_s", "ratio", "writer_fps",
+    "encode": ("source", "seconds", "frames", "writer_s", "ffmpeg_s", "ratio", "writer_fps",
                "ratio_range", "writer_mbit_s", "ffmpeg_mbit_s"),
-    "conform": ("source", "target", "step", "ms_per_frame"),
+    "conform": ("source", "target", "step", "ms_writer_scales", "ms_conform_scales", "ratio"),
     "sweep": ("clip", "preset", "crf", "threads", "tune", "fps", "mbit_s", "luma_psnr_db"),
 }  # fmt: skip
 TITLES = {
     "memory": "(c) peak RSS growth, one process each",
-    "encode": "(a) encode, Mp4Writer vs the ffmpeg command line",
-    "conform": "(b) conform to 1920x1080 (or --width x --height), per frame, one thread",
+    "encode": "(a) encode, Mp4Writer vs the ffmpeg command line (64x32: both scale it up)",
+    "conform": "(b) engine frame -> encoder's yuv420p 1920x1080 (or --width x --height), per frame",
     "sweep": "(d) libx264 settings, 48 frames",
 }
 
