@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from kinema.engines.tiny import MARKER, build_tiny_flux2_klein, build_tiny_ltx2
+from kinema.engines.tiny import MARKER, build_key, build_tiny_flux2_klein, build_tiny_ltx2
 
 pytestmark = pytest.mark.engines
 
@@ -55,3 +56,27 @@ def test_a_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="not a finished tiny build"):
         build_tiny_ltx2(target)
     assert (target / "weights.bin").read_bytes() == b"someone else's"
+
+
+def test_a_build_made_by_other_code_is_rebuilt_not_loaded(tmp_path: Path) -> None:
+    target = build_tiny_ltx2(tmp_path / "m")
+    key = (target / MARKER).read_text()
+    assert key.startswith("kinema-tiny-build ")
+    # What a models dir built before the tiny audio VAE got three levels holds: a marker
+    # without a key, and that build's config.
+    (target / MARKER).write_text("random weights built locally by kinema.engines.tiny\n")
+    config = target / "audio_vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "ch_mult": [1]}))
+
+    assert build_tiny_ltx2(tmp_path / "m") == target
+    assert (target / MARKER).read_text() == key
+    assert json.loads(config.read_text())["ch_mult"] == [1, 1, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # the stale build is gone
+
+
+def test_the_build_key_follows_the_code_that_builds() -> None:
+    def elsewhere(_staging: Path) -> None:
+        """A writer defined in another module (this test's)."""
+
+    assert build_key(build_tiny_ltx2) == build_key(build_tiny_flux2_klein)  # both in tiny.py
+    assert build_key(elsewhere) != build_key(build_tiny_ltx2)

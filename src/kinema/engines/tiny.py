@@ -9,11 +9,20 @@ load them through the same ``from_pretrained`` path real weights take.
 Builds are deterministic (fixed seeds, local RNG) and idempotent: a build is written to a temporary
 sibling directory and renamed into place in one step, with a marker file last, so a crashed or
 concurrent build never leaves a half-written directory that looks complete.
+
+The marker holds the build's key: a hash of the code that builds it (the writer's module, this
+module, :mod:`kinema.engines.tokenizers`) and of the torch, diffusers and transformers versions.
+A finished build with another key (its sizes were changed since, or a library that initialises
+the weights was upgraded) is rebuilt and replaced, never loaded: the models dir keeps builds
+across runs, and an old build would load as if it were the new one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
+import inspect
 import os
 import shutil
 import tempfile
@@ -46,6 +55,7 @@ from transformers.models.qwen3.configuration_qwen3 import Qwen3Config
 from transformers.models.qwen3.modeling_qwen3 import Qwen3ForCausalLM
 from transformers.models.siglip.configuration_siglip import SiglipVisionConfig
 
+import kinema.engines.tokenizers as tokenizer_module
 from kinema.engines.tokenizers import QWEN_CHAT_TEMPLATE, byte_level_qwen_tokenizer
 
 MARKER = ".kinema-tiny-complete"
@@ -84,25 +94,62 @@ def _saving(assemble: Callable[[], DiffusionPipeline]) -> Callable[[Path], None]
 
 
 def build_once(directory: Path, write: Callable[[Path], None]) -> Path:
-    if (directory / MARKER).exists():
+    """``write`` into ``directory`` unless a finished build with the same key is there; a
+    finished build with another key is replaced (module docstring)."""
+    key = build_key(write)
+    if _finished_key(directory) == key:
         return directory
-    if directory.exists() and any(directory.iterdir()):
+    stale = _finished_key(directory) is not None
+    if not stale and directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} exists but is not a finished tiny build; remove it")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the weights are not secret
     try:
         write(staging)
-        (staging / MARKER).write_text("random weights built locally by kinema.engines.tiny\n")
+        (staging / MARKER).write_text(key + "\n")
+        if stale:
+            _set_aside(directory)
         try:
             os.replace(staging, directory)
         except OSError:
             # A concurrent build won the rename; its result is identical (same seeds).
-            if not (directory / MARKER).exists():
+            if _finished_key(directory) != key:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def build_key(write: Callable[[Path], None]) -> str:
+    """What a build depends on: the source of the code that writes it and the versions of the
+    libraries that initialise its weights."""
+    digest = hashlib.sha256()
+    own = inspect.getsourcefile(write)
+    for path in sorted({__file__, tokenizer_module.__file__, *([own] if own else [])}):
+        digest.update(Path(path).read_bytes())
+    for package in ("torch", "diffusers", "transformers"):
+        digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
+    return f"kinema-tiny-build {digest.hexdigest()}"
+
+
+def _finished_key(directory: Path) -> str | None:
+    """The key in a finished build's marker (markers from before keys read as ''); None: no
+    finished build."""
+    try:
+        text = (directory / MARKER).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text.strip() if text.startswith("kinema-tiny-build ") else ""
+
+
+def _set_aside(directory: Path) -> None:
+    """Move a stale build out of the way and delete it (a rename, so that the directory is
+    never a half-deleted build)."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{directory.name}-stale-", dir=directory.parent))
+    with contextlib.suppress(FileNotFoundError):  # a concurrent rebuild moved it first
+        os.replace(directory, trash / directory.name)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -162,7 +209,10 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
         audio_vae = AutoencoderKLLTX2Audio(
             base_channels=4,
             output_channels=2,
-            ch_mult=(1,),
+            # Three levels: time and mel bins compressed 4× each, as the real VAE does and the
+            # pipeline assumes (diffusers' test size (1,) does not compress, so encoded speech
+            # would not fit the latents; kinema.engines.ltx2_audio refuses such a VAE).
+            ch_mult=(1, 1, 1),
             num_res_blocks=1,
             attn_resolutions=None,
             in_channels=2,
