@@ -74,6 +74,9 @@ class Capabilities:
     honours_negative_prompt: bool = False
     max_working_side: int | None = None
     """Cap on the long side the engine renders at; the worker upscales to the contract size."""
+    follows_audio: bool = False
+    """Takes a speech track (:attr:`VideoJob.speech`): the video is made to follow it and it is
+    the shot's audio. What ``voice_ids`` need."""
     phase_shares: PhaseShares = PhaseShares()
     """Where its runs' time goes, for progress (measured by ``bench/engine_overhead.py``)."""
 
@@ -82,6 +85,24 @@ class Capabilities:
 class Element:
     frontal: Image.Image
     references: tuple[Image.Image, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpeechTrack:
+    """A shot's speech for an engine that follows audio (:attr:`Capabilities.follows_audio`)."""
+
+    samples: npt.NDArray[np.float32]
+    """Mono, float32 in -1..1, the shot's length (``num_frames / fps`` seconds)."""
+    sample_rate: int
+
+
+@runtime_checkable
+class AudioRate(Protocol):
+    """A video engine whose audio has one rate, known before it runs (a speech track is mixed
+    at it)."""
+
+    @property
+    def sample_rate(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,9 @@ class VideoJob:
     end_image: Image.Image | None = None
     elements: tuple[Element, ...] = ()
     seed: int | None = None
+    speech: SpeechTrack | None = None
+    """The shot's audio, given: the video follows it and the output's audio is it (needs
+    ``generate_audio`` and an engine that follows audio)."""
 
 
 @dataclass(frozen=True)

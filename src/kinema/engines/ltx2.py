@@ -11,6 +11,11 @@ Two-stage presets (LTX-2.5 to 1080p; :mod:`kinema.engines.ltx2_two_stage`) rende
 working size and keep the latents, double them with ``LTX2LatentUpsamplePipeline``, then refine
 video and audio latents at the working size with a few steps from a reduced noise level before
 decoding. Both stages carry the same start and end image conditions and share one progress bar.
+
+A job with a speech track (``VideoJob.speech``, for ``voice_ids``) is audio-driven: the track is
+encoded into audio latents (:mod:`kinema.engines.ltx2_audio`) and held frozen in every stage
+while the video is denoised (:mod:`kinema.engines.ltx2_frozen_audio`); the output's audio is the
+track itself.
 """
 
 from __future__ import annotations
@@ -22,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import torch
-from diffusers.pipelines.ltx2.pipeline_ltx2_condition import (
-    LTX2ConditionPipeline,
-    LTX2VideoCondition,
-)
+from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
 from PIL import Image
 
@@ -34,14 +38,11 @@ from kinema.engines.base import Capabilities, ProgressFn, VideoJob, VideoOutput
 from kinema.engines.diffusion import count_calls, load_pipeline, seeded_generator, step_callback
 from kinema.engines.geometry import grid_frame_count, working_size
 from kinema.engines.guidance import GUIDANCE, GuidanceMap
+from kinema.engines.ltx2_audio import AudioLatents, encode_audio
 from kinema.engines.ltx2_decode import DIFFUSERS_TILES, DecodeTiles, decode_audio, stream_frames
-from kinema.engines.ltx2_two_stage import (
-    Refiner,
-    TwoStage,
-    load_refiner,
-    stage_callback,
-    unshifted,
-)
+from kinema.engines.ltx2_frozen_audio import frozen_audio
+from kinema.engines.ltx2_pipeline import PixelKeyframeLTX2Pipeline
+from kinema.engines.ltx2_two_stage import Refiner, TwoStage, load_refiner, stage_callback
 from kinema.engines.presets import (
     LTX25_DISTILLED,
     LTX25_QUALITY,
@@ -98,71 +99,6 @@ TINY_SETTINGS = LTX2Settings(steps=2, max_sequence_length=16, image_crf=0)
 TINY_TWO_STAGE_SETTINGS = dataclasses.replace(TINY_SETTINGS, two_stage=TwoStage())
 
 
-class PixelKeyframeLTX2Pipeline(LTX2ConditionPipeline):
-    """``LTX2ConditionPipeline`` that can place its keyframe condition at an exact pixel frame.
-
-    diffusers reads a condition's ``index`` as a *latent* frame and puts a keyframe at pixel frame
-    ``(index - 1) * 8 + 1``, so ``index=-1`` lands on frame ``num_frames - 8`` and no latent index
-    reaches the true last frame. Keyframes are appended tokens whose only tie to time is their
-    positional coordinates, and the reference LTX-2 code takes a pixel frame for them; overriding
-    the coordinates is therefore the whole fix (no trimming, no lost frames).
-    """
-
-    keyframe_pixel_frame: int | None = None
-
-    @contextmanager
-    def keyframe_at(self, pixel_frame: int | None) -> Iterator[None]:
-        """Place keyframe conditions at ``pixel_frame`` for calls made inside the context."""
-        self.keyframe_pixel_frame = pixel_frame
-        try:
-            yield
-        finally:
-            self.keyframe_pixel_frame = None
-
-    @contextmanager
-    def sigmas_as_given(self) -> Iterator[None]:
-        """Run calls inside the context on the ``sigmas`` they pass, without shifting them.
-
-        The pipeline feeds its sigmas through the scheduler, which shifts them when its config
-        enables dynamic (resolution-dependent) shifting, a static shift or a terminal stretch. The
-        refinement schedule is a set of noise levels the distilled model was trained on, so it
-        must arrive unchanged; diffusers' own two-stage example swaps the scheduler the same way.
-        """
-        pipe = cast(Any, self)  # diffusers registers components dynamically (untyped)
-        video, audio = pipe.scheduler, getattr(pipe, "audio_scheduler", None)
-        pipe.scheduler = unshifted(video)
-        if audio is not None:
-            pipe.audio_scheduler = unshifted(audio)
-        try:
-            yield
-        finally:
-            pipe.scheduler = video
-            if audio is not None:
-                pipe.audio_scheduler = audio
-
-    def _prepare_keyframe_coords(
-        self,
-        keyframe_latent_num_frames: int,
-        keyframe_latent_height: int,
-        keyframe_latent_width: int,
-        pixel_frame_idx: int,
-        num_pixel_frames: int,
-        fps: float,
-        device: torch.device,
-    ) -> torch.Tensor:
-        if self.keyframe_pixel_frame is not None:
-            pixel_frame_idx = self.keyframe_pixel_frame
-        return super()._prepare_keyframe_coords(
-            keyframe_latent_num_frames=keyframe_latent_num_frames,
-            keyframe_latent_height=keyframe_latent_height,
-            keyframe_latent_width=keyframe_latent_width,
-            pixel_frame_idx=pixel_frame_idx,
-            num_pixel_frames=num_pixel_frames,
-            fps=fps,
-            device=device,
-        )
-
-
 class LTX2Engine:
     """:class:`~kinema.engines.base.ImageToVideoEngine` over a loaded LTX-2 pipeline."""
 
@@ -191,7 +127,9 @@ class LTX2Engine:
 
         With an end image, its keyframe sits at frame ``job.num_frames - 1``: the last frame left
         once the worker trims the grid's extra frames. Audio is always generated by the model (the
-        pipeline has no switch for it) and dropped when ``job.generate_audio`` is false.
+        pipeline has no switch for it) and dropped when ``job.generate_audio`` is false. With a
+        speech track, the video is denoised against it frozen in every stage
+        (:mod:`kinema.engines.ltx2_frozen_audio`) and the output's audio is the track itself.
         """
         if job.elements:
             raise ValueError("LTX-2 takes no elements; compose them into the start image first")
@@ -199,6 +137,7 @@ class LTX2Engine:
         num_frames = grid_frame_count(job.num_frames, self.capabilities)
         end_frame = None if job.end_image is None else job.num_frames - 1
         generator, seed = seeded_generator(job.seed)
+        speech = self._speech(job, num_frames)
         shared: dict[str, Any] = {
             "prompt": job.prompt,
             "num_frames": num_frames,
@@ -207,8 +146,14 @@ class LTX2Engine:
             "max_sequence_length": self.settings.max_sequence_length,
             "return_dict": False,
         }
+        if speech is not None:
+            shared["audio_latents"] = speech.latents  # sets the audio length; frozen by the hook
         transformer = cast(torch.nn.Module, self.pipeline.transformer)
-        with count_calls(transformer) as passes, self.pipeline.keyframe_at(end_frame):
+        with (
+            count_calls(transformer) as passes,
+            frozen_audio(transformer, speech) as frozen,
+            self.pipeline.keyframe_at(end_frame),
+        ):
             if self.refiner is None:
                 video, audio = self._one_stage(job, shared, (width, height), progress)
             else:
@@ -226,14 +171,41 @@ class LTX2Engine:
             info["first_stage_size"] = [width // 2, height // 2]
         if end_frame is not None:
             info["end_image_frame"] = end_frame
+        if speech is not None:
+            info["audio_driven"] = True
+            info["frozen_audio_passes"] = frozen.calls
+        waveform, rate = self._audio_out(job, audio)
         # Denoised: the audio is decoded now (small), the frames as the worker reads them.
         return VideoOutput(
             frames=stream_frames(self.pipeline.vae, video, self.settings.decode_tiles),
             fps=job.fps,
-            audio=decode_audio(self.pipeline, audio) if job.generate_audio else None,
-            sample_rate=self.sample_rate if job.generate_audio else 0,
+            audio=waveform,
+            sample_rate=rate,
             info=info,
         )
+
+    def _speech(self, job: VideoJob, num_frames: int) -> AudioLatents | None:
+        """The job's speech track as audio latents for the rendered clip (``num_frames``)."""
+        if job.speech is None:
+            return None
+        if not job.generate_audio:
+            raise ValueError("a speech track is the video's audio: it needs generate_audio")
+        track = job.speech
+        return encode_audio(
+            self.pipeline.audio_vae, track.samples, track.sample_rate, num_frames / job.fps
+        )
+
+    def _audio_out(
+        self, job: VideoJob, audio: torch.Tensor
+    ) -> tuple[npt.NDArray[np.float32] | None, int]:
+        """The output's audio: the speech track as given (the worker conforms it), else the
+        model's own, decoded; none when not asked for."""
+        if not job.generate_audio:
+            return None, 0
+        if job.speech is not None:
+            samples = np.asarray(job.speech.samples, dtype=np.float32)
+            return samples[np.newaxis, :], job.speech.sample_rate
+        return decode_audio(self.pipeline, audio), self.sample_rate
 
     def _one_stage(
         self, job: VideoJob, shared: dict[str, Any], size: tuple[int, int], progress: ProgressFn
@@ -279,11 +251,11 @@ class LTX2Engine:
         )[0]
         with self.pipeline.sigmas_as_given():
             return self._call(
-                **shared,
+                # Stage 1's audio, refined with the video; a speech track's (in shared) instead.
+                **{"audio_latents": audio_latents, **shared},
                 **self._frame(job, size),
                 # The upsampler runs in its own dtype; the denoising loop runs in float32.
                 latents=upsampled.float(),
-                audio_latents=audio_latents,
                 num_inference_steps=len(refiner.sigmas),
                 sigmas=list(refiner.sigmas),
                 noise_scale=refiner.sigmas[0],
