@@ -244,6 +244,10 @@ class EngineSettings(_Section):
     or ``custom`` (use ``video_preset``/``image_preset``)."""
     video_preset: str = "tiny-ltx2"
     image_preset: str = "tiny-flux2-klein"
+    speech_preset: str | None = None
+    """The speech engine (``tiny-vibevoice``, ``voxcpm2``) that the workers of a video engine
+    that follows audio load beside it, to speak ``voice_ids``. None: ``tiny-vibevoice`` beside
+    a test preset, ``voxcpm2`` beside a production one."""
     models_dir: Path | None = None
     """Where weights live (and tiny presets build theirs). Default: ``<data_dir>/models``."""
     device: str = "auto"

@@ -121,6 +121,41 @@ def _png_b64() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def test_voice_ids_are_spoken_by_the_served_worker(server: Server, tmp_path: Path) -> None:
+    """Two voices made through create-voice, then a sync video whose prompt gives each a line:
+    the video worker loaded the tiny speech engine beside the tiny LTX-2 at start-up."""
+    import base64
+
+    from tests.fixtures import media
+
+    h = {"x-api-key": server.key}
+    voices = []
+    for rate in (16000, 22050):  # two samples, two different clips
+        sample = base64.b64encode(media.wav(6, rate)).decode()
+        r = httpx.post(
+            server.url + "/v1/kling-create-voice", json={"voice_url": sample}, headers=h, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        voices.append(r.json()["voice_id"])
+    body = {
+        "start_image_url": "data:image/png;base64," + _png_b64(),
+        "prompt": '<<<voice_1>>> asks "Ready?" and <<<voice_2>>> says "Let us go."',
+        "duration": "3",
+        "voice_ids": voices,
+    }
+    r = httpx.post(
+        server.url + "/v1/kling-3-standard-image2video", json=body, headers=h, timeout=240
+    )
+    assert r.status_code == 200, r.text
+    meta = json.loads(r.headers["x-output-metadata"])
+    assert meta["voice_ids_honoured"] is True and meta["audio_driven"] is True
+    assert [line["speaker"] for line in meta["voice_lines"]] == [1, 2]
+    out = tmp_path / "voiced.mp4"
+    out.write_bytes(r.content)
+    info = probe_mp4(out)
+    assert info["has_audio"] and info["audio_duration"] == pytest.approx(3.0, abs=0.05)
+
+
 def test_cli_generates_a_video_through_the_sdk(server: Server, tmp_path: Path) -> None:
     """``kinema i2v`` as a user types it (key and URL from the environment, a local file)
     against the tiny engines: a real 3 s contract video. Last here: it spends credits."""

@@ -30,7 +30,9 @@ def test_one_80_gib_card_is_refused_with_the_numbers() -> None:
         plan(EngineSettings(**PRODUCTION), gpus(80))
     message = str(caught.value)
     assert message.startswith("GPU 0 (80 GiB) cannot hold ltx2.5-distilled worker 0")
-    assert "ltx2.5-distilled + flux2-klein-4b" in message and "about 104 GiB" in message
+    # The video worker loads the speech engine for voice_ids too (voxcpm2, 8 GiB).
+    assert "ltx2.5-distilled + flux2-klein-4b + voxcpm2" in message
+    assert "about 112 GiB" in message
     assert "engines.cpu_offload = true" in message
 
 
@@ -104,3 +106,20 @@ def test_a_third_party_video_preset_that_takes_no_references_loads_the_composer(
     settings = EngineSettings(preset="custom", video_preset="test-plugin-video")
     video, _ = plan(settings, [])
     assert video.loads == ("test-plugin-video", "tiny-flux2-klein")
+
+
+@pytest.mark.parametrize(
+    ("settings", "speech"),
+    [
+        pytest.param({"preset": "tiny"}, "tiny-vibevoice", id="tiny"),
+        pytest.param(PRODUCTION, "voxcpm2", id="production"),
+        pytest.param({"preset": "tiny", "speech_preset": "voxcpm2"}, "voxcpm2", id="configured"),
+        pytest.param({"preset": "static"}, None, id="static video follows no audio"),
+    ],
+)
+def test_a_video_worker_that_follows_audio_loads_a_speech_engine(
+    settings: dict[str, str], speech: str | None
+) -> None:
+    video, image = plan(EngineSettings(**settings), [])
+    assert (video.name, video.speech) == ("image-to-video", speech)
+    assert image.speech is None

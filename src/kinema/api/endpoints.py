@@ -20,6 +20,9 @@ from kinema.engines.registry import Preset
 from kinema.errors import InvalidRequest
 from kinema.jobs.spec import ElementInputs, ImageSpec, JobSpec, ShotSpec, VideoSpec
 from kinema.settings import BillingSettings
+from kinema.voices.reference import reference_key
+from kinema.voices.script import parse_script
+from kinema.voices.timeline import check_fits
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,10 @@ def _seed(given: int | None) -> int:
 
 
 def _video_price(spec: VideoSpec, billing: BillingSettings) -> int:
-    # Voices are refused at submit by every engine so far (no voice surcharge to take).
-    return video_price(billing, duration_s=spec.duration_s, audio=spec.generate_audio, voice=False)
+    # A spec carries voices only when they will be honoured (else the submit was a 400), and a
+    # run that fails to speak them fails and is refunded: the surcharge is paid for voices heard.
+    voice = bool(spec.voice_references)
+    return video_price(billing, duration_s=spec.duration_s, audio=spec.generate_audio, voice=voice)
 
 
 def _video_plan(body: ImageToVideoRequest, job_id: str, presets: dict[Task, Preset]) -> Plan:
@@ -129,6 +134,7 @@ def _video_plan(body: ImageToVideoRequest, job_id: str, presets: dict[Task, Pres
         start_image=start,
         end_image=end,
         elements=keys.elements(body.elements),
+        voice_references=tuple(reference_key(v) for v in body.voice_ids or []),
     )
     return Plan(spec, keys.refs)
 
@@ -140,7 +146,11 @@ def _shots(body: ImageToVideoRequest) -> tuple[ShotSpec, ...]:
     context = (body.prompt or "").strip()
     if body.multi_prompt:
         return tuple(
-            ShotSpec(prompt=f"{context} {s.prompt}".strip(), duration_s=s.duration_s)
+            ShotSpec(
+                prompt=f"{context} {s.prompt}".strip(),
+                duration_s=s.duration_s,
+                dialogue=s.prompt if body.voice_ids and context else None,
+            )
             for s in body.multi_prompt
         )
     if body.shot_type == "intelligence":
@@ -152,10 +162,7 @@ def _shots(body: ImageToVideoRequest) -> tuple[ShotSpec, ...]:
 def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None:
     video, image = presets[Task.IMAGE_TO_VIDEO], presets[Task.IMAGE_TO_IMAGE]
     if body.voice_ids:
-        raise InvalidRequest(
-            f"voice_ids: voices are not supported by the configured video engine "
-            f"({video.name}); remove voice_ids (and <<<voice_n>>> references)"
-        )
+        _check_voices(body, video)
     # Elements go to the video engine if it takes references, else they are composed into the
     # first frame by the image engine, which must take them all.
     _check_frames(body, video)
@@ -166,6 +173,21 @@ def _video_check(body: ImageToVideoRequest, presets: dict[Task, Preset]) -> None
             f"elements: {wanted} images (start + element images) exceed the "
             f"{taker.capabilities.max_references} that {taker.name} takes"
         )
+
+
+def _check_voices(body: ImageToVideoRequest, video: Preset) -> None:
+    """``voice_ids`` need a video engine that follows a speech track, and each shot's lines
+    must fit it (lengths estimated from the text: :mod:`kinema.voices.timeline`)."""
+    if not video.capabilities.follows_audio:
+        raise InvalidRequest(
+            f"voice_ids: voices are not supported by the configured video engine "
+            f"({video.name}); remove voice_ids (and <<<voice_n>>> references)"
+        )
+    voices = len(body.voice_ids)
+    for index, shot in enumerate(_shots(body)):
+        field = f"multi_prompt[{index}].prompt" if body.multi_prompt else "prompt"
+        lines = parse_script(shot.script, voices, field=field)
+        check_fits(lines, shot.duration_s, field=field)
 
 
 def _check_frames(body: ImageToVideoRequest, video: Preset) -> None:

@@ -91,6 +91,9 @@ LTX2_VIDEO = Capabilities(
     frame_grid=8,
     size_multiple=32,
     audio=True,
+    # A speech track is encoded into audio latents and held frozen while the video is denoised
+    # (kinema.engines.ltx2_frozen_audio): what voice_ids need.
+    follows_audio=True,
 )
 """What every LTX-2 preset can do (distilled: guidance knobs ignored)."""
 

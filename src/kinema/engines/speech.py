@@ -4,8 +4,9 @@ A kind of engine beside image-to-video and image-to-image, with its own protocol
 the :class:`~kinema.engines.base.Task` enum and :class:`~kinema.engines.base.Capabilities`
 describe image and video engines, and are left as they are, so speech presets are registered
 here (:func:`register_speech`) exactly as :mod:`kinema.engines.registry` registers the others —
-data plus a ``"module:function"`` loader that only the worker resolves. Loading them in the
-worker next to the video engine comes with the audio-driven video path.
+data plus a ``"module:function"`` loader that only the worker resolves. A worker whose video
+engine follows audio loads one beside it (:func:`speech_for`), to speak ``voice_ids``
+(:mod:`kinema.runners.voicing`).
 
 This module imports neither torch nor transformers: the API process may read the presets.
 
@@ -28,7 +29,7 @@ from typing import Protocol, cast, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from kinema.engines.registry import LoadOptions, Resources
+from kinema.engines.registry import LoadOptions, Preset, Resources
 from kinema.voices.script import Language
 
 Samples = npt.NDArray[np.float32]
@@ -117,6 +118,17 @@ def get_speech_preset(name: str) -> SpeechPreset:
     except KeyError:
         known = ", ".join(sorted(_PRESETS))
         raise KeyError(f"unknown speech preset {name!r} (known: {known})") from None
+
+
+def speech_for(video: Preset, configured: str | None = None) -> SpeechPreset | None:
+    """The speech preset a worker of ``video`` loads beside it: none unless the video engine
+    follows a speech track (``voice_ids``); ``configured`` (``engines.speech_preset``) when
+    given; else ``tiny-vibevoice`` beside a test preset and ``voxcpm2`` beside any other."""
+    if not video.capabilities.follows_audio:
+        return None
+    if configured is not None:
+        return get_speech_preset(configured)
+    return TINY_VIBEVOICE if "test" in video.tags else VOXCPM2
 
 
 def load_voice_engine(name: str, options: LoadOptions) -> VoiceEngine:

@@ -40,6 +40,14 @@ class ShotSpec(_Frozen):
 
     prompt: str
     duration_s: int = Field(ge=1)
+    dialogue: str | None = None
+    """The text whose quoted lines the shot speaks with ``voice_ids``: a ``multi_prompt``
+    shot's own prompt (the request's prompt, prefixed to every shot as context, is not spoken
+    again in each). None: :attr:`prompt`."""
+
+    @property
+    def script(self) -> str:
+        return self.prompt if self.dialogue is None else self.dialogue
 
 
 class _Spec(_Frozen):
@@ -83,6 +91,10 @@ class VideoSpec(_Spec):
     """One generation each, hard cuts; seconds add up to ``duration_s``."""
     start_image: str
     end_image: str | None = None
+    voice_references: tuple[str, ...] = ()
+    """Storage keys of the ``voice_ids``' cleaned reference clips, in order (voice n is entry
+    n - 1): the shots' scripts are spoken in them and the video follows that speech. Not
+    inputs of the job: the voices outlive it."""
 
     def _own_inputs(self) -> list[str]:
         return [self.start_image] + ([self.end_image] if self.end_image else [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,7 @@ from kinema.engines.base import (
     VideoOutput,
 )
 from kinema.engines.plan import reference_prompt, video_prompt
+from kinema.engines.speech import VoiceEngine
 from kinema.errors import KinemaError
 from kinema.jobs.spec import ElementInputs, ImageSpec, VideoSpec
 from kinema.media.conform import conform_audio, conform_frames, conform_image, fade_cuts
@@ -32,6 +34,7 @@ from kinema.media.images import IMAGE_MIME, decode_image, encode_image
 from kinema.media.video import Mp4Writer
 from kinema.runners.meter import Meter, Report
 from kinema.runners.protocol import Phase, RunResult, RunTask
+from kinema.runners.voicing import Voicing, VoicingError, open_voicing, spoken_prompt
 from kinema.storage.blobs import Blobs, InputMissing
 
 
@@ -102,11 +105,12 @@ def execute(
     report: Report,
     phase: Callable[[Phase], None] = lambda _phase: None,
     encoder: EncoderSettings | None = None,
+    speech: VoiceEngine | None = None,
 ) -> RunResult:
     """Run one job and store its output under ``outputs/<job id>/``. ``report`` hears the
     progress (overall, and within the phase) and may raise to stop the run; ``phase`` hears
     each phase as it begins. ``encoder``: how video is encoded (the worker's settings;
-    the defaults when None)."""
+    the defaults when None). ``speech``: the engine that speaks a video's ``voice_ids``."""
     spec = task.spec
     kind = Task(spec.task)
     engine = engines.get(kind)
@@ -122,7 +126,13 @@ def execute(
         assert composer is None or isinstance(composer, ImageToImageEngine)
         meter = Meter(shares, report, phase, [s.duration_s * spec.fps for s in spec.shots])
         encoding = encoder or EncoderSettings()
-        key, content_type, meta = _video(engine, spec, inputs, out, meter, encoding, composer)
+        try:
+            voicing = open_voicing(spec.voice_references, engine, speech, blobs)
+            key, content_type, meta = _video(
+                engine, spec, inputs, out, meter, encoding, composer, voicing
+            )
+        except VoicingError as exc:
+            raise ExecutionError(str(exc)) from exc
     else:
         assert isinstance(engine, ImageToImageEngine)
         key, content_type, meta = _image(engine, spec, inputs, out, Meter(shares, report, phase))
@@ -173,11 +183,13 @@ def _video(
     meter: Meter,
     encoder: EncoderSettings,
     composer: ImageToImageEngine | None = None,
+    voicing: Voicing | None = None,
 ) -> tuple[str, str, Facts]:
     """One generation per shot (hard cuts), each shot's frames conformed to the contract size
     and its exact frame count and encoded as its engine decodes them (the whole clip is never
     held); audio joined with short fades at the cuts. Elements, for a video engine that takes
-    no reference images, are first composed into the start frame by the image engine."""
+    no reference images, are first composed into the start frame by the image engine. With
+    voices, each shot's script is spoken first and the video follows that track."""
     fps, audio_on, seed = spec.fps, spec.generate_audio, spec.seed
     meter.begin("loading")
     start = inputs.image(spec.start_image, cover=(spec.width, spec.height))
@@ -213,6 +225,15 @@ def _video(
                 seed=(seed + index) % 2**32,  # each shot its own noise, from the one reported seed
             )
             meter.begin("denoising", index)
+            if voicing is not None:
+                track = voicing.track(
+                    spec.shots[index].script,
+                    seconds,
+                    start_s=sum(s.duration_s for s in spec.shots[:index]),
+                    seed=job.seed or 0,
+                    after_line=meter.check,
+                )
+                job = replace(job, prompt=spoken_prompt(job.prompt), speech=track)
             result = _checked(engine.generate(job, meter.at), index, audio_on)
             if writer is None:
                 rate = result.sample_rate if audio_on else None
@@ -261,6 +282,8 @@ def _video(
         meta["cfg_scale_honoured"] = False
     if not engine.capabilities.honours_negative_prompt:
         meta["negative_prompt_honoured"] = False
+    if voicing is not None:
+        meta.update(_facts(voicing.facts()))
     meta.update(_shot_meta(shot_info, shot_frames, meta))
     return key, "video/mp4", meta
 

@@ -61,7 +61,7 @@ def open_runner(settings: Settings, devices: Sequence[Device] | None = None) -> 
     base, limits = worker_config(settings), run_limits(settings)
     pools = []
     for pool in plans:
-        config = base.model_copy(update={"presets": pool.loads})
+        config = base.model_copy(update={"presets": pool.loads, "speech_preset": pool.speech})
         pool_limits = limits
         if pool.run_timeout_s is not None:
             pool_limits = dataclasses.replace(limits, run_timeout_s=pool.run_timeout_s)

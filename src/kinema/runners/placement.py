@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset
+from kinema.engines.speech import speech_for
 from kinema.settings import EngineSettings, PoolSettings
 
 
@@ -42,6 +43,8 @@ class PoolPlan:
     workers: tuple[tuple[int, ...] | None, ...]
     """Each worker's GPU indices; None: no GPU placement (CPU machine)."""
     run_timeout_s: float | None = None
+    speech: str | None = None
+    """The speech preset each worker loads too (a video engine that follows audio)."""
 
     @property
     def name(self) -> str:
@@ -80,6 +83,9 @@ def plan(
         preset = presets[pool.preset]
         loads = _loads(preset, by_task)
         need = sum(get_preset(name).resources.peak_gib(cpu_offload=cpu_offload) for name in loads)
+        speech = speech_for(preset, settings.speech_preset)
+        if speech is not None:
+            need += speech.resources.peak_gib(cpu_offload=cpu_offload)
         workers: list[tuple[int, ...] | None] = []
         for n in range(pool.workers):
             if not devices:
@@ -88,10 +94,20 @@ def plan(
             gpus = _pick(pool, preset, n, devices, used, holders)
             for index in gpus:
                 used[index] += need / max(1, len(gpus))
-                holders[index].append(f"{pool.preset} worker {n} ({' + '.join(loads)})")
+                names = (*loads, speech.name) if speech is not None else loads
+                holders[index].append(f"{pool.preset} worker {n} ({' + '.join(names)})")
             workers.append(gpus)
         task = preset.task
-        plans.append(PoolPlan(pool.preset, loads, task, tuple(workers), pool.run_timeout_s))
+        plans.append(
+            PoolPlan(
+                pool.preset,
+                loads,
+                task,
+                tuple(workers),
+                pool.run_timeout_s,
+                None if speech is None else speech.name,
+            )
+        )
     _check_fit(devices, used, holders, cpu_offload)
     return plans
 

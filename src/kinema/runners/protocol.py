@@ -68,6 +68,8 @@ class WorkerConfig(_Message):
     """How often the worker says it is alive while it runs a job."""
     encoder: EncoderSettings = EncoderSettings()
     """How the worker encodes its MP4s (``[media]``)."""
+    speech_preset: str | None = None
+    """The speech preset loaded beside a video engine that follows audio (``voice_ids``)."""
 
 
 # Parent → worker ------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def pool_apps(settings: Settings) -> list[PoolApp]:
         pool_limits = limits
         if pool.run_timeout_s is not None:
             pool_limits = dataclasses.replace(limits, run_timeout_s=pool.run_timeout_s)
-        worker = base.model_copy(update={"presets": pool.loads})
+        worker = base.model_copy(update={"presets": pool.loads, "speech_preset": pool.speech})
         gpus = 0 if engines.device == "cpu" else get_preset(pool.preset).resources.gpus
         apps.append(
             PoolApp(

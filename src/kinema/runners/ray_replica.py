@@ -75,10 +75,11 @@ class Replica:
     def __init__(self, config: str) -> None:
         begun = time.monotonic()
         # Engines import torch: only ever on the cluster's side.
-        from kinema.runners.worker import load_engines
+        from kinema.runners.worker import load_engines, load_speech
         from kinema.storage.blobs import open_blobs
 
         self._config = ReplicaConfig.model_validate_json(config)
+        self._speech = load_speech(self._config.worker)
         self._engines: dict[Task, Engine] = load_engines(self._config.worker)
         self._blobs: Blobs = open_blobs(self._config.worker.storage)
         self._load_s = time.monotonic() - begun
@@ -128,7 +129,8 @@ class Replica:
 
         reporter = Reporter(run.task.job_id, run.post, run.stop.is_set, counted)
         encoder = self._config.worker.encoder
-        run.post(run_job(self._engines, run.task, self._blobs, reporter, encoder))
+        speech = self._speech
+        run.post(run_job(self._engines, run.task, self._blobs, reporter, encoder, speech))
 
     def check_health(self) -> None:
         """Serve's periodic health check: a run given up but still running past its grace

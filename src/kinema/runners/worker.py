@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from kinema.engines.base import Engine, EngineCancelled, Task
 from kinema.engines.registry import get_preset, load_engine, load_plugins
+from kinema.engines.speech import VoiceEngine, load_voice_engine
 from kinema.engines.weights import WeightsMissing
 from kinema.media.encoding import EncoderSettings
 from kinema.runners.execute import ExecutionError, execute
@@ -81,6 +82,14 @@ def load_engines(config: WorkerConfig) -> dict[Task, Engine]:
     if missing:
         raise WeightsMissing("; ".join(missing))
     return engines
+
+
+def load_speech(config: WorkerConfig) -> VoiceEngine | None:
+    """The speech engine that speaks ``voice_ids`` for this worker's video engine, if any
+    (loaded before the video engine: it is small, and missing weights stop the start sooner)."""
+    if config.speech_preset is None:
+        return None
+    return load_voice_engine(config.speech_preset, config.load_options)
 
 
 class Inbox:
@@ -195,6 +204,7 @@ def _run_one(
     inbox: Inbox,
     heart: Heart,
     encoder: EncoderSettings,
+    speech: VoiceEngine | None,
 ) -> None:
     job_id = task.job_id
     heart.begin(job_id)
@@ -204,7 +214,7 @@ def _run_one(
 
     reporter = Reporter(job_id, channel.send, lambda: _cancel_arrived(inbox, job_id), counted)
     try:
-        channel.send(run_job(engines, task, blobs, reporter, encoder))
+        channel.send(run_job(engines, task, blobs, reporter, encoder, speech))
     finally:
         heart.end()
 
@@ -215,11 +225,14 @@ def run_job(
     blobs: Blobs,
     reporter: Reporter,
     encoder: EncoderSettings,
+    speech: VoiceEngine | None = None,
 ) -> Done | Failed | Cancelled:
     """Run ``task`` to its one outcome (the worker process's and a Ray replica's)."""
     job_id = task.job_id
     try:
-        result = execute(engines, task, blobs, reporter.progress, reporter.phase, encoder)
+        result = execute(
+            engines, task, blobs, reporter.progress, reporter.phase, encoder, speech=speech
+        )
     except EngineCancelled:
         return Cancelled(job_id=job_id)
     except ExecutionError as exc:
@@ -254,6 +267,8 @@ def main(argv: list[str]) -> int:
         channel.send(Fatal(error=f"bad worker configuration: {exc}"))
         return 2
     try:
+        load_plugins(list(config.plugins))
+        speech = load_speech(config)
         engines = load_engines(config)
         blobs = open_blobs(config.storage)
     except Exception as exc:
@@ -265,7 +280,7 @@ def main(argv: list[str]) -> int:
     heart = Heart(channel, config.heartbeat_s)
     while (command := inbox.wait()) is not None:
         if isinstance(command, Run):
-            _run_one(channel, engines, command.task, blobs, inbox, heart, config.encoder)
+            _run_one(channel, engines, command.task, blobs, inbox, heart, config.encoder, speech)
         # A cancel for a job that is not running has nothing left to stop.
     return 0
 
