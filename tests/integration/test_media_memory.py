@@ -24,9 +24,10 @@ from tests.fixtures.specs import video_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.embedded_only]  # no job store involved
 
-PRESETS = ["tiny-ltx2", "static-video"]
-"""The two kinds of video engine (a diffusers pipeline with its VAE, an engine with frames of
-its own); bench/media.py measures every video preset."""
+PRESETS = ["tiny-ltx2", "tiny-ltx2-quality", "tiny-ltx2-two-stage", "static-video"]
+"""Every video preset that runs without a GPU: the LTX-2 pipelines (one stage, with guidance,
+two stages through the latent upsampler) decoding tile by tile, and an engine with frames of
+its own. The production presets' device memory is bench/engines.py's (peak_gpu_gb_decode)."""
 RATIO = 1.2
 GROWTH_MB = 800.0
 """Most a 15 s run may add to the worker's resident memory at rest (the clip is 2,240 MB)."""
