@@ -238,3 +238,26 @@ def test_missing_speech_weights_stop_the_worker_with_the_download_command(
     with pytest.raises(WeightsMissing, match="hf download openbmb/VoxCPM2"):
         load_speech(config)
     assert load_speech(worker_config(["tiny-ltx2"], tmp_path)) is None
+
+
+def test_intelligence_keeps_each_line_of_dialogue_in_one_shot() -> None:
+    endpoint = ENDPOINTS[VIDEO]
+    request = endpoint.request_model.model_validate(
+        {
+            "start_image_url": "stored",
+            "voice_ids": ["voice_a", "voice_b"],
+            "shot_type": "intelligence",
+            "duration": "8",
+            "prompt": (
+                'A kitchen. <<<voice_1>>> says "Hello there. How are you?" Then they sit. '
+                '<<<voice_2>>> answers "Fine."'
+            ),
+        }
+    )
+    endpoint.check(request, PRESETS)  # no line cut in two, no marker caught inside a quote
+    shots = endpoint.plan(request, "j", PRESETS).spec.shots
+    assert [s.script for s in shots] == [
+        "A kitchen.",
+        '<<<voice_1>>> says "Hello there. How are you?" Then they sit.',
+        '<<<voice_2>>> answers "Fine."',
+    ]

@@ -60,3 +60,19 @@ def test_element_references_become_image_positions() -> None:
         "the subject of image 2 hands a cup to the subject of image 5; @Element3 stays"
     )
     assert video_prompt("@Element1 waves at @Element2") == "subject 1 waves at subject 2"
+
+
+def test_a_quoted_line_is_never_split_across_shots() -> None:
+    prompt = (
+        'A kitchen. <<<voice_1>>> says "Hello there. How are you today?" '
+        "Then they sit. 「好的。走吧！」 she answers, then leaves"
+    )
+    pieces = [p for p, _ in split_prompt(prompt, 8)]
+    assert pieces == [
+        "A kitchen.",
+        '<<<voice_1>>> says "Hello there. How are you today?" Then they sit.',
+        "「好的。走吧！」 she answers",
+        "leaves",
+    ]
+    cue = [p for p, _ in split_prompt('Shot 1: "Wait. Shot 2: no" Shot 2: a door', 4)]
+    assert cue == ['"Wait. Shot 2: no"', "a door"]

@@ -6,6 +6,8 @@ intelligence`` splits the single ``prompt`` by rule, in this order:
 1. explicit cues — ``Shot 1: … Shot 2: …``, ``[cut]`` or ``cut to:`` (any case) — split there;
 2. otherwise sentences (``.``, ``!``, ``?`` followed by a space) and ``, then`` / ``; then`` /
    `` and then`` turns of phrase;
+   never inside a quoted line (``"…"``, ``“…”``, ``「…」``, paired as the script rule of
+   :mod:`kinema.voices.script` pairs them): a line of dialogue stays in one shot, whole;
 3. at most 5 shots (the contract's limit; extra pieces join the last shot) and at most one shot
    per second of video;
 4. every second goes to some shot: each gets at least 1 s and the rest is shared in proportion to
@@ -21,6 +23,7 @@ import re
 MAX_SHOTS = 5
 _CUES = re.compile(r"(?:\bshot\s*\d+\s*[:.)-]|\[cut\]|\bcut to\s*:)", re.IGNORECASE)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|[,;]\s*then\s+|\s+and then\s+", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”|「[^」]*」')
 
 
 def split_prompt(prompt: str, duration_s: int) -> list[tuple[str, int]]:
@@ -35,9 +38,23 @@ def split_prompt(prompt: str, duration_s: int) -> list[tuple[str, int]]:
 
 def _pieces(prompt: str) -> list[str]:
     text = prompt.strip()
-    parts = _CUES.split(text) if _CUES.search(text) else _SENTENCES.split(text)
+    quoted = [match.span() for match in _QUOTED.finditer(text)]
+    cuts = _cuts(_CUES, text, quoted) or _cuts(_SENTENCES, text, quoted)
+    bounds = [0, *(edge for cut in cuts for edge in cut), len(text)]
+    parts = [text[bounds[i] : bounds[i + 1]] for i in range(0, len(bounds), 2)]
     pieces = [part.strip(" \t\n,;") for part in parts]
     return [piece for piece in pieces if piece] or [text]
+
+
+def _cuts(
+    pattern: re.Pattern[str], text: str, quoted: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Where ``pattern`` splits ``text``, outside the quoted spans."""
+    return [
+        match.span()
+        for match in pattern.finditer(text)
+        if not any(start < match.start() < end for start, end in quoted)
+    ]
 
 
 def _share(total: int, weights: list[int]) -> list[int]:
