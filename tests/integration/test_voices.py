@@ -132,3 +132,23 @@ async def test_voice_ids_must_belong_to_the_caller(ctx: Ctx) -> None:
     assert r.status_code == 400 and "not supported" in r.json()["error"]
     r = await ctx.client.get("/v1/get-user-credits", headers={"x-api-key": owner})
     assert r.json() == {"credits": 5.0}
+
+
+async def test_a_voice_without_its_reference_clip_is_a_400_at_submit(ctx: Ctx) -> None:
+    key = await ctx.key(credits=5)
+    h = {"x-api-key": key}
+    voice_id = (await ctx.client.post(VOICE, json={"voice_url": wav(6)}, headers=h)).json()[
+        "voice_id"
+    ]
+    # As a voice created before create-voice kept the cleaned clip.
+    (ctx.svc.settings.storage_path / "voices" / voice_id / "reference.wav").unlink()
+    body = {
+        "start_image_url": base64.b64encode(png()).decode(),
+        "prompt": '<<<voice_1>>> says "hello"',
+        "voice_ids": [voice_id],
+    }
+    r = await ctx.client.post(VIDEO, json=body, headers=h)
+    assert r.status_code == 400
+    assert (
+        r.json()["error"].startswith("voice_ids[0]:") and "no reference clip" in r.json()["error"]
+    )

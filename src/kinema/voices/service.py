@@ -57,13 +57,21 @@ class VoiceService:
 
     async def require(self, key_id: str, ids: list[str]) -> None:
         """400 naming the first voice id that does not exist for this key (another key's
-        voices do not exist for it)."""
+        voices do not exist for it), or whose reference clip is not stored."""
         found = await self._db.read(lambda conn: repo.owned(conn, key_id, ids))
         for index, voice_id in enumerate(ids):
             if voice_id not in found:
                 raise InvalidRequest(
                     f"voice_ids[{index}]: voice {voice_id!r} not found (create it with "
                     "kling-create-voice using this API key)"
+                )
+        for index, voice_id in enumerate(ids):
+            # Voices made before create-voice kept a reference clip cannot be spoken: a 400 now
+            # rather than a failed run later.
+            if not await self._storage.exists(reference.reference_key(voice_id)):
+                raise InvalidRequest(
+                    f"voice_ids[{index}]: voice {voice_id!r} has no reference clip (it was "
+                    "created before Kinema kept one); create it again with kling-create-voice"
                 )
 
 
