@@ -26,7 +26,8 @@ the ratio is the median of the pairs' kinema / direct, since the machine's load 
 pairs (target ≤ 1.05 where the pipeline dominates). Prints
 tables and writes JSON (default bench/results/engine_overhead.json). Needs ``ffmpeg`` on PATH.
 Bounded: every request by 300 s, the whole run by ``--deadline``.
-Usage: python bench/engine_overhead.py [--requests 3] [--duration 5] [--smoke] [--out PATH]
+Usage: python bench/engine_overhead.py [--requests 5] [--duration 5] [--parts pairs phases]
+       [--smoke] [--out PATH]
 """
 
 from __future__ import annotations
@@ -81,9 +82,16 @@ SERVED = {VIDEO_SLUG: "tiny-ltx2", IMAGE_SLUG: "tiny-flux2-klein"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--requests", type=int, default=3, help="timed requests per endpoint")
+    p.add_argument("--requests", type=int, default=5, help="timed pairs per endpoint")
     p.add_argument("--duration", type=int, default=5, help="video seconds")
     p.add_argument("--smoke", action="store_true", help="1 request of a 3 s video (tests)")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("pairs", "phases"),
+        default=["pairs", "phases"],
+        help="pairs: Kinema vs direct per endpoint; phases: each preset's time by phase",
+    )
     p.add_argument("--deadline", type=float, default=1800.0, help="seconds for the whole run")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine_overhead.json")
     return p.parse_args(argv)
@@ -345,15 +353,15 @@ def main(argv: list[str] | None = None) -> int:
         build_tiny_ltx2(models / "tiny-ltx2")
         build_tiny_flux2_klein(models / "tiny-flux2-klein")  # the direct part loads these
         png = source_png()
-        kinema, direct = paired(models, args, png)
-        phases = phase_times(models, args, png)
+        kinema, direct = paired(models, args, png) if "pairs" in args.parts else ({}, {})
+        phases = phase_times(models, args, png) if "phases" in args.parts else []
     finally:
         shutil.rmtree(models, ignore_errors=True)
     endpoints = []
     in_process = {row["preset"]: row["total_s"] for row in phases}
-    for slug in (VIDEO_SLUG, IMAGE_SLUG):
+    for slug in kinema:
         k, d = statistics.median(kinema[slug]), statistics.median(direct[slug])
-        worker = in_process[SERVED[slug]]
+        worker = in_process.get(SERVED[slug], float("nan"))
         ratios = [a / b for a, b in zip(kinema[slug], direct[slug], strict=True)]
         endpoints.append(
             {
