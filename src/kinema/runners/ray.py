@@ -10,7 +10,7 @@ run alive (``on_alive``), and so does a cluster that is still bringing a replica
 Every call to Ray has a deadline — an unhealthy deployment otherwise leaves its caller waiting
 forever: control calls (connect, deploy, look-ups, status) ``runner.call_timeout_s``; a run's
 first event (a replica started from zero loads its engines first) ``engines.startup_timeout_s``;
-then the local runner's hard ends (:class:`~kinema.runners.local.RunLimits`).
+then the local runner's hard ends (:class:`~kinema.runners.process.RunLimits`).
 
 Errors, translated here (:mod:`kinema.runners.base`):
 - a replica that died (``ActorDiedError``, ``RayActorError``, a node gone), a deployment that

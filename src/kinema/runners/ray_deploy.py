@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from kinema.engines.registry import get_preset, load_plugins
-from kinema.runners.local import RunLimits
 from kinema.runners.placement import plan
+from kinema.runners.process import RunLimits
 from kinema.runners.ray_replica import ReplicaConfig
 from kinema.settings import Settings
 
