@@ -247,7 +247,8 @@ class EngineSettings(_Section):
     speech_preset: str | None = None
     """The speech engine (``tiny-vibevoice``, ``voxcpm2``) that the workers of a video engine
     that follows audio load beside it, to speak ``voice_ids``. None: ``tiny-vibevoice`` beside
-    a test preset, ``voxcpm2`` beside a production one."""
+    a test preset, ``voxcpm2`` beside a production one. ``"none"``: no speech engine (nothing
+    more to install or download); ``voice_ids`` are then a 400."""
     models_dir: Path | None = None
     """Where weights live (and tiny presets build theirs). Default: ``<data_dir>/models``."""
     device: str = "auto"

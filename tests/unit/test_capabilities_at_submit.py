@@ -58,3 +58,22 @@ def test_audio_an_engine_cannot_make_is_neither_promised_nor_charged() -> None:
     with_audio = VIDEO.plan(_request(duration="3"), "j", speaking).spec
     assert VIDEO.price(silent, billing) == 252_000  # 3 s × 0.084
     assert VIDEO.price(with_audio, billing) == 378_000  # 3 s × (0.084 + 0.042)
+
+
+def test_without_a_speech_engine_the_configured_video_preset_refuses_voices(
+    tmp_path: Any,
+) -> None:
+    from kinema.api.service import configured_presets
+    from kinema.settings import Settings
+
+    body = _request(prompt='<<<voice_1>>> says "hi"', voice_ids=["voice_a"])
+    speaking = configured_presets(Settings(data_dir=tmp_path, engines={"preset": "tiny"}))
+    assert speaking[Task.IMAGE_TO_VIDEO].capabilities.follows_audio
+    VIDEO.check(body, speaking)
+    quiet = configured_presets(
+        Settings(data_dir=tmp_path, engines={"preset": "tiny", "speech_preset": "none"})
+    )
+    assert quiet[Task.IMAGE_TO_VIDEO].name == "tiny-ltx2"
+    assert not quiet[Task.IMAGE_TO_VIDEO].capabilities.follows_audio
+    with pytest.raises(InvalidRequest, match="voice_ids: voices are not supported"):
+        VIDEO.check(body, quiet)

@@ -115,6 +115,7 @@ def test_a_third_party_video_preset_that_takes_no_references_loads_the_composer(
         pytest.param(PRODUCTION, "voxcpm2", id="production"),
         pytest.param({"preset": "tiny", "speech_preset": "voxcpm2"}, "voxcpm2", id="configured"),
         pytest.param({"preset": "static"}, None, id="static video follows no audio"),
+        pytest.param({**PRODUCTION, "speech_preset": "none"}, None, id="none"),
     ],
 )
 def test_a_video_worker_that_follows_audio_loads_a_speech_engine(

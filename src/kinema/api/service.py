@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import uuid
@@ -29,6 +30,7 @@ from kinema.billing.repository import KeyRecord
 from kinema.billing.service import KeyService
 from kinema.engines.base import Task
 from kinema.engines.registry import Preset, get_preset, load_plugins
+from kinema.engines.speech import speech_for
 from kinema.errors import (
     Gone,
     InsufficientCredits,
@@ -336,12 +338,21 @@ def configured_presets(settings: Settings) -> dict[Task, Preset]:
     configuration that leaves a task without an engine."""
     load_plugins(settings.engines.plugins)
     names = settings.engines.resolved_presets()
-    presets = {preset.task: preset for preset in map(get_preset, names)}
+    presets = {preset.task: _speaking(preset, settings) for preset in map(get_preset, names)}
     if set(presets) != {endpoint.task for endpoint in ENDPOINTS.values()}:
         raise ValueError(
             f"engine presets {', '.join(names)} must cover image-to-video and image-to-image"
         )
     return presets
+
+
+def _speaking(preset: Preset, settings: Settings) -> Preset:
+    """``preset`` as the workers run it: without a speech engine beside it
+    (``engines.speech_preset = "none"``) no video engine follows a speech track."""
+    if speech_for(preset, settings.engines.speech_preset) is not None:
+        return preset
+    quiet = dataclasses.replace(preset.capabilities, follows_audio=False)
+    return dataclasses.replace(preset, capabilities=quiet)
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:

@@ -120,11 +120,16 @@ def get_speech_preset(name: str) -> SpeechPreset:
         raise KeyError(f"unknown speech preset {name!r} (known: {known})") from None
 
 
+NO_SPEECH = "none"
+"""``engines.speech_preset`` that loads no speech engine: ``voice_ids`` are then a 400."""
+
+
 def speech_for(video: Preset, configured: str | None = None) -> SpeechPreset | None:
     """The speech preset a worker of ``video`` loads beside it: none unless the video engine
-    follows a speech track (``voice_ids``); ``configured`` (``engines.speech_preset``) when
-    given; else ``tiny-vibevoice`` beside a test preset and ``voxcpm2`` beside any other."""
-    if not video.capabilities.follows_audio:
+    follows a speech track (``voice_ids``) and ``configured`` (``engines.speech_preset``) is not
+    :data:`NO_SPEECH`; ``configured`` when given; else ``tiny-vibevoice`` beside a test preset
+    and ``voxcpm2`` beside any other."""
+    if not video.capabilities.follows_audio or configured == NO_SPEECH:
         return None
     if configured is not None:
         return get_speech_preset(configured)
