@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from kinema.jobs import repository as repo
+from kinema.jobs import outbox
 from kinema.jobs.retention import cleanup_once
 from kinema.store.tables import metadata
 from tests.conftest import Ctx, png, wait_status
@@ -53,10 +53,10 @@ async def test_outputs_then_requests_expire(ctx: Ctx) -> None:
 async def test_a_request_goes_with_its_webhook(ctx: Ctx) -> None:
     # A receiver that is not there: the delivery is still pending when the request expires.
     rid, _ = await _completed_request(ctx, webhook="http://127.0.0.1:9/hook")
-    assert await ctx.svc.db.read(lambda conn: repo.webhook_state(conn, rid)) is not None
+    assert await ctx.svc.db.read(lambda conn: outbox.webhook_state(conn, rid)) is not None
     assert await cleanup_once(ctx.svc.db, ctx.svc.storage, now=time.time() + 8 * DAY) == 2
     assert await ctx.svc.jobs.get(rid) is None
-    assert await ctx.svc.db.read(lambda conn: repo.webhook_state(conn, rid)) is None
+    assert await ctx.svc.db.read(lambda conn: outbox.webhook_state(conn, rid)) is None
 
 
 async def test_expired_request_is_404_before_cleanup(ctx: Ctx) -> None:

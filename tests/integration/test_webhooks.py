@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from kinema.jobs import repository as repo
+from kinema.jobs import outbox
 from kinema.jobs.webhooks import next_wait, retry_after_s
 from tests.conftest import Ctx, app_context, make_settings, png, wait_status
 
@@ -137,7 +137,7 @@ async def _secret(c: Ctx, key: str) -> str:
 
 
 async def _state(c: Ctx, rid: str) -> dict[str, Any]:
-    state = await c.svc.db.read(lambda conn: repo.webhook_state(conn, rid))
+    state = await c.svc.db.read(lambda conn: outbox.webhook_state(conn, rid))
     assert state is not None
     return state
 

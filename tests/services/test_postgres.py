@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
+from kinema.jobs import outbox
 from kinema.jobs import repository as repo
 from kinema.jobs.models import NewJob
 from kinema.runners.local import LocalRunner
@@ -66,7 +67,7 @@ async def test_both_paths_on_postgres(
         ]
         await wait_status(c.client, key, rid, "COMPLETED")
         for _ in range(100):
-            state = await c.svc.db.read(lambda conn: repo.webhook_state(conn, rid))
+            state = await c.svc.db.read(lambda conn: outbox.webhook_state(conn, rid))
             if state is not None and state["attempts"]:
                 break
             await asyncio.sleep(0.05)

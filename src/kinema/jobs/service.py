@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kinema.billing import repository as billing
 from kinema.errors import Conflict, InsufficientCredits, NotFound
+from kinema.jobs import outbox
 from kinema.jobs import repository as repo
 from kinema.jobs.models import Job, Lease, NewJob, Status, inserted_job
 from kinema.jobs.notify import Notifier
@@ -65,7 +66,7 @@ class JobService:
                 )
             repo.insert_job(conn, new, now=now, expires_at=expires, lease=lease, waiter=waiter)
             if new.webhook is not None:
-                repo.insert_webhook(conn, new.id, new.webhook)
+                outbox.insert_webhook(conn, new.id, new.webhook)
             return after
 
         try:

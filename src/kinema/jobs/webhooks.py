@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 import httpx
 
 from kinema.billing.service import KeyService
-from kinema.jobs import repository as repo
+from kinema.jobs import outbox
 from kinema.jobs.bodies import result_body
 from kinema.jobs.models import Status, Webhook
 from kinema.jobs.service import JobService
@@ -145,7 +145,7 @@ class WebhookSender:
         now = time.time()
         most = len(hooks.retry_s) + 1
         due = await self.db.read(
-            lambda conn: repo.due_webhooks(conn, now=now, max_attempts=most, limit=BATCH)
+            lambda conn: outbox.due_webhooks(conn, now=now, max_attempts=most, limit=BATCH)
         )
         until = now + 2 * hooks.timeout_s  # no other process takes it meanwhile
         busy = Counter(self._running.values())
@@ -157,7 +157,7 @@ class WebhookSender:
             if busy[host] >= PER_HOST:
                 continue
             claim = functools.partial(
-                repo.claim_webhook, job_id=job_id, attempts=attempts, now=now, until=until
+                outbox.claim_webhook, job_id=job_id, attempts=attempts, now=now, until=until
             )
             if await self.db.write(claim):
                 task = asyncio.create_task(self._attempt(job_id, hook, attempts))
@@ -196,7 +196,7 @@ class WebhookSender:
             log.warning("webhook of %s to %s failed (%s); %s", job_id, url, error, then)
         now = time.time()
         await self.db.write(
-            lambda conn: repo.webhook_attempted(
+            lambda conn: outbox.webhook_attempted(
                 conn,
                 job_id,
                 delivered_at=now if error is None else None,
