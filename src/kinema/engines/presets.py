@@ -55,10 +55,9 @@ TINY_FLUX2_SHARES = PhaseShares(
     loading=0.03, denoising=0.10, decoding=0.0, encoding=0.86, storing=0.01
 )
 TINY_QWEN_SHARES = PhaseShares(
-    loading=0.03, denoising=0.68, decoding=0.0, encoding=0.28, storing=0.01
+    loading=0.07, denoising=0.50, decoding=0.0, encoding=0.42, storing=0.01
 )
-"""True CFG: two transformer passes a step, so its denoising outweighs the tiny FLUX.2's
-(47-96% of a run in four loaded runs; the median is taken)."""
+"""True CFG: two transformer passes a step, so its denoising outweighs the tiny FLUX.2's."""
 STATIC_IMAGE_SHARES = PhaseShares(
     loading=0.17, denoising=0.27, decoding=0.0, encoding=0.55, storing=0.01
 )
