@@ -210,6 +210,20 @@ def test_bench_smoke_runs_end_to_end(tmp_path: Path) -> None:
     assert row["passes_per_step"] == 1.0
     assert row["transformer_passes"] == row["steps"]
     assert row["rendered_frames"] == 9
+    assert row["audio_driven"] is False
+
+
+def test_bench_smoke_runs_the_audio_driven_path(tmp_path: Path) -> None:
+    """``--speech``: the real-size LTX-2.5 layout follows a speech track (voice_ids' video)."""
+    from bench import engines as bench
+
+    out = tmp_path / "engines.json"
+    argv = ["--smoke", "--models-dir", str(tmp_path / "models"), "--out", str(out), "--speech"]
+    assert bench.main([*argv, "--preset", "ltx2.5-distilled", "--load", "memory"]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["audio_driven"] is True and row["rendered_frames"] == 9
+    track = bench.speech_track(2.0)
+    assert track.samples.shape == (48_000,) and 0.1 < float(abs(track.samples).max()) <= 1.0
 
 
 def test_bench_smoke_runs_qwen_image_edit(tmp_path: Path) -> None:
