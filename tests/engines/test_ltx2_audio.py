@@ -21,31 +21,13 @@ RATE = 24_000  # a speech engine's rate; the VAE's is 16 kHz
 
 
 def tiny_audio_vae(ch_mult: tuple[int, ...] = (1, 1, 1)) -> Any:
-    """The tiny preset's audio VAE (kinema.engines.tiny) but with three levels: its ch_mult=(1,)
-    does not compress, while the pipeline and the real VAE compress time and mel bins 4×."""
-    from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
+    """The tiny preset's audio VAE (kinema.engines.tiny), seeded, with latent statistics other
+    than the identity so that normalising shows."""
+    from kinema.engines.tiny import tiny_ltx2_audio_vae
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vae = AutoencoderKLLTX2Audio(
-            base_channels=4,
-            output_channels=2,
-            ch_mult=ch_mult,
-            num_res_blocks=1,
-            attn_resolutions=None,
-            in_channels=2,
-            resolution=32,
-            latent_channels=2,
-            norm_type="pixel",
-            causality_axis="height",
-            dropout=0.0,
-            mid_block_add_attention=False,
-            sample_rate=16000,
-            mel_hop_length=160,
-            is_causal=True,
-            mel_bins=8,
-        ).eval()
-        # Statistics other than the identity, so that normalising shows.
+        vae = tiny_ltx2_audio_vae(ch_mult).eval()
         vae.latents_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.05]))
         vae.latents_std.copy_(torch.tensor([0.5, 2.0, 1.5, 0.8]))
     return vae
@@ -58,21 +40,11 @@ def vae() -> Any:
 
 @pytest.fixture(scope="module")
 def vocoder() -> Any:
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from kinema.engines.tiny import tiny_ltx2_vocoder
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return LTX2Vocoder(
-            in_channels=2 * 8,
-            hidden_channels=32,
-            out_channels=2,
-            upsample_kernel_sizes=[8, 8, 20],
-            upsample_factors=[4, 4, 10],
-            resnet_kernel_sizes=[3],
-            resnet_dilations=[[1, 3, 5]],
-            leaky_relu_negative_slope=0.1,
-            output_sampling_rate=16000,
-        ).eval()
+        return tiny_ltx2_vocoder().eval()
 
 
 def tone(hz: float, seconds: float = 2.0, rate: int = RATE) -> Wave:

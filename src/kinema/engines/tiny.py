@@ -206,41 +206,9 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
     with seeded(seed):
         vae = _tiny_ltx2_video_vae()
     with seeded(seed):
-        audio_vae = AutoencoderKLLTX2Audio(
-            base_channels=4,
-            output_channels=2,
-            # Three levels: time and mel bins compressed 4× each, as the real VAE does and the
-            # pipeline assumes (diffusers' test size (1,) does not compress, so encoded speech
-            # would not fit the latents; kinema.engines.ltx2_audio refuses such a VAE).
-            ch_mult=(1, 1, 1),
-            num_res_blocks=1,
-            attn_resolutions=None,
-            in_channels=2,
-            resolution=32,
-            latent_channels=2,
-            norm_type="pixel",
-            causality_axis="height",
-            dropout=0.0,
-            mid_block_add_attention=False,
-            sample_rate=16000,
-            mel_hop_length=160,
-            is_causal=True,
-            mel_bins=8,
-        )
+        audio_vae = tiny_ltx2_audio_vae()
     with seeded(seed):
-        vocoder = LTX2Vocoder(
-            in_channels=2 * 8,  # audio VAE output channels × mel bins
-            hidden_channels=32,
-            out_channels=2,
-            # Upsampling × mel hop (4·4·10 = 160) so the waveform lasts as long as the video,
-            # as with the real vocoder; diffusers' tests use 2·2 and get 1/40 of the samples.
-            upsample_kernel_sizes=[8, 8, 20],
-            upsample_factors=[4, 4, 10],
-            resnet_kernel_sizes=[3],
-            resnet_dilations=[[1, 3, 5]],
-            leaky_relu_negative_slope=0.1,
-            output_sampling_rate=16000,
-        )
+        vocoder = tiny_ltx2_vocoder()
     return LTX2ConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
@@ -251,6 +219,48 @@ def _tiny_ltx2_pipeline(seed: int) -> LTX2ConditionPipeline:
         transformer=transformer,
         vocoder=vocoder,
     )
+
+
+def tiny_ltx2_audio_vae(ch_mult: tuple[int, ...] = (1, 1, 1)) -> AutoencoderKLLTX2Audio:
+    """The tiny LTX-2's audio VAE. Three levels compress time and mel bins 4× each, as the real
+    one does (diffusers' test size ``(1,)`` does not; :mod:`.ltx2_audio` refuses that)."""
+    vae: AutoencoderKLLTX2Audio = AutoencoderKLLTX2Audio(
+        base_channels=4,
+        output_channels=2,
+        ch_mult=ch_mult,
+        num_res_blocks=1,
+        attn_resolutions=None,
+        in_channels=2,
+        resolution=32,
+        latent_channels=2,
+        norm_type="pixel",
+        causality_axis="height",
+        dropout=0.0,
+        mid_block_add_attention=False,
+        sample_rate=16000,
+        mel_hop_length=160,
+        is_causal=True,
+        mel_bins=8,
+    )
+    return vae
+
+
+def tiny_ltx2_vocoder() -> LTX2Vocoder:
+    """The tiny LTX-2's vocoder (random weights from the caller's seed)."""
+    vocoder: LTX2Vocoder = LTX2Vocoder(
+        in_channels=2 * 8,  # audio VAE output channels × mel bins
+        hidden_channels=32,
+        out_channels=2,
+        # Upsampling × mel hop (4·4·10 = 160) so the waveform lasts as long as the video,
+        # as with the real vocoder; diffusers' tests use 2·2 and get 1/40 of the samples.
+        upsample_kernel_sizes=[8, 8, 20],
+        upsample_factors=[4, 4, 10],
+        resnet_kernel_sizes=[3],
+        resnet_dilations=[[1, 3, 5]],
+        leaky_relu_negative_slope=0.1,
+        output_sampling_rate=16000,
+    )
+    return vocoder
 
 
 def _tiny_ltx2_video_vae() -> AutoencoderKLLTX2Video:
