@@ -21,7 +21,7 @@ BUILTINS = {"tiny-ltx2", "tiny-flux2-klein", "static-video", "static-image"}
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registrations made by a test vanish with it."""
     presets()  # load the built-ins into the real table first
-    monkeypatch.setattr(registry, "_PRESETS", dict(registry._PRESETS))
+    monkeypatch.setattr(registry._CATALOG, "_presets", dict(registry._CATALOG._presets))
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

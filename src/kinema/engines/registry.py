@@ -8,12 +8,11 @@ process does) never imports torch; only the worker calls :func:`load_engine`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from kinema.engines.base import Capabilities, Engine, Task
+from kinema.engines.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -83,40 +82,27 @@ class Preset:
         return self.capabilities.task
 
 
-_PRESETS: dict[str, Preset] = {}
+_CATALOG: Catalog[Preset, Engine] = Catalog("engine preset")
 
 
 def register(preset: Preset) -> Preset:
-    if preset.name in _PRESETS:
-        raise ValueError(f"engine preset {preset.name!r} is already registered")
-    if ":" not in preset.loader:
-        raise ValueError(f"preset {preset.name!r}: loader must be 'module:function'")
-    _PRESETS[preset.name] = preset
-    return preset
+    return _CATALOG.add(preset)
 
 
 def get_preset(name: str) -> Preset:
     _ensure_builtins()
-    try:
-        return _PRESETS[name]
-    except KeyError:
-        known = ", ".join(sorted(_PRESETS))
-        raise KeyError(f"unknown engine preset {name!r} (known: {known})") from None
+    return _CATALOG.get(name)
 
 
 def presets() -> list[Preset]:
     _ensure_builtins()
-    return sorted(_PRESETS.values(), key=lambda p: p.name)
+    return _CATALOG.all()
 
 
 def load_engine(name: str, options: LoadOptions) -> Engine:
     """Import the preset's module and build the engine. Worker process only."""
-    preset = get_preset(name)
-    module_name, func_name = preset.loader.split(":", 1)
-    factory = cast(
-        Callable[[LoadOptions], Engine], getattr(importlib.import_module(module_name), func_name)
-    )
-    return factory(options)
+    _ensure_builtins()
+    return _CATALOG.load(name, options)
 
 
 def load_plugins(modules: list[str]) -> None:

@@ -21,14 +21,14 @@ This module imports neither torch nor transformers: the API process may read the
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from kinema.engines.catalog import Catalog
 from kinema.engines.registry import LoadOptions, Preset, Resources
 from kinema.voices.script import Language
 
@@ -96,28 +96,19 @@ class SpeechPreset:
     resources: Resources = field(default_factory=Resources)
 
 
-_PRESETS: dict[str, SpeechPreset] = {}
+_CATALOG: Catalog[SpeechPreset, VoiceEngine] = Catalog("speech preset")
 
 
 def register_speech(preset: SpeechPreset) -> SpeechPreset:
-    if preset.name in _PRESETS:
-        raise ValueError(f"speech preset {preset.name!r} is already registered")
-    if ":" not in preset.loader:
-        raise ValueError(f"speech preset {preset.name!r}: loader must be 'module:function'")
-    _PRESETS[preset.name] = preset
-    return preset
+    return _CATALOG.add(preset)
 
 
 def speech_presets() -> list[SpeechPreset]:
-    return sorted(_PRESETS.values(), key=lambda p: p.name)
+    return _CATALOG.all()
 
 
 def get_speech_preset(name: str) -> SpeechPreset:
-    try:
-        return _PRESETS[name]
-    except KeyError:
-        known = ", ".join(sorted(_PRESETS))
-        raise KeyError(f"unknown speech preset {name!r} (known: {known})") from None
+    return _CATALOG.get(name)
 
 
 NO_SPEECH = "none"
@@ -138,12 +129,7 @@ def speech_for(video: Preset, configured: str | None = None) -> SpeechPreset | N
 
 def load_voice_engine(name: str, options: LoadOptions) -> VoiceEngine:
     """Import the preset's module and build the engine. Worker process only."""
-    module_name, func_name = get_speech_preset(name).loader.split(":", 1)
-    factory = cast(
-        Callable[[LoadOptions], VoiceEngine],
-        getattr(importlib.import_module(module_name), func_name),
-    )
-    return factory(options)
+    return _CATALOG.load(name, options)
 
 
 VOXCPM2_HUB_ID = "openbmb/VoxCPM2"
