@@ -692,8 +692,10 @@ async def test_production_preset_without_weights_stops_startup(
     with pytest.raises(RunnerLost) as err:
         async with app_context(settings, None):
             pass
+    # Every missing weight at once: the video and image engines' and the speech engine's.
     assert "hf download Lightricks/LTX-2.5-Diffusers" in str(err.value)
     assert "hf download black-forest-labs/FLUX.2-klein-4B" in str(err.value)
+    assert "hf download openbmb/VoxCPM2" in str(err.value)
 
 
 async def test_a_storage_down_at_clean_up_leaves_the_job_settled(

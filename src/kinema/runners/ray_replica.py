@@ -75,12 +75,12 @@ class Replica:
     def __init__(self, config: str) -> None:
         begun = time.monotonic()
         # Engines import torch: only ever on the cluster's side.
-        from kinema.runners.worker import load_engines, load_speech
+        from kinema.runners.worker import load_all
         from kinema.storage.blobs import open_blobs
 
         self._config = ReplicaConfig.model_validate_json(config)
-        self._speech = load_speech(self._config.worker)
-        self._engines: dict[Task, Engine] = load_engines(self._config.worker)
+        self._engines: dict[Task, Engine]
+        self._engines, self._speech = load_all(self._config.worker)
         self._blobs: Blobs = open_blobs(self._config.worker.storage)
         self._load_s = time.monotonic() - begun
         self._runs = 0

@@ -85,11 +85,29 @@ def load_engines(config: WorkerConfig) -> dict[Task, Engine]:
 
 
 def load_speech(config: WorkerConfig) -> VoiceEngine | None:
-    """The speech engine that speaks ``voice_ids`` for this worker's video engine, if any
-    (loaded before the video engine: it is small, and missing weights stop the start sooner)."""
+    """The speech engine that speaks ``voice_ids`` for this worker's video engine, if any."""
     if config.speech_preset is None:
         return None
     return load_voice_engine(config.speech_preset, config.load_options)
+
+
+def load_all(config: WorkerConfig) -> tuple[dict[Task, Engine], VoiceEngine | None]:
+    """This worker's engines and its speech engine. The speech engine loads first (it is
+    small); every missing weight, the speech engine's too, is reported at once."""
+    missing: list[str] = []
+    speech: VoiceEngine | None = None
+    engines: dict[Task, Engine] = {}
+    try:
+        speech = load_speech(config)
+    except WeightsMissing as exc:
+        missing.append(str(exc))
+    try:
+        engines = load_engines(config)
+    except WeightsMissing as exc:
+        missing.append(str(exc))
+    if missing:
+        raise WeightsMissing("; ".join(missing))
+    return engines, speech
 
 
 class Inbox:
@@ -268,8 +286,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         load_plugins(list(config.plugins))
-        speech = load_speech(config)
-        engines = load_engines(config)
+        engines, speech = load_all(config)
         blobs = open_blobs(config.storage)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
