@@ -70,6 +70,18 @@ def test_signed_urls_verify_and_expire() -> None:
     assert not verify(b"s", "k", exp, "é" + sig[1:])  # refused, not a TypeError
 
 
+def test_a_signed_url_lives_at_least_its_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made late in a second, a URL keeps its whole ttl (expires is rounded up, not down)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    monkeypatch.setattr(time, "time", lambda: 1000.99)
+    query = parse_qs(urlsplit(signed_url(b"s", "http://h", "k", 1)).query)
+    expires, signature = int(query["expires"][0]), query["signature"][0]
+    assert expires == 1002
+    assert verify(b"s", "k", expires, signature, now=1000.99 + 1.0)
+    assert not verify(b"s", "k", expires, signature, now=1002.01)
+
+
 @pytest.mark.parametrize("rule", ["3/hour;1/minute", "1/minute;3/hour"])
 async def test_rate_rule_order_does_not_matter(rule: str) -> None:
     limiter = RateLimiter(rule, "memory://")

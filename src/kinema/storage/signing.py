@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from urllib.parse import quote, urlencode
 
@@ -14,7 +15,9 @@ def sign(secret: bytes, key: str, expires: int) -> str:
 
 
 def signed_url(secret: bytes, base_url: str, key: str, ttl_s: int) -> str:
-    expires = int(time.time()) + ttl_s
+    """A URL valid for at least ``ttl_s`` seconds (``expires`` is whole seconds, rounded up:
+    rounded down, a URL made late in a second lost up to a second of its life)."""
+    expires = math.ceil(time.time() + ttl_s)
     query = urlencode({"expires": expires, "signature": sign(secret, key, expires)})
     return f"{base_url.rstrip('/')}/v1/files/{quote(key)}?{query}"
 
