@@ -81,6 +81,19 @@ class VoiceEngine(Protocol):
         ...
 
 
+def require_text(text: str) -> None:
+    """Every engine's first check: a line with nothing to say is refused."""
+    if not text.strip():
+        raise ValueError("nothing to say: the line is empty")
+
+
+def cut(waveform: npt.ArrayLike, rate: int, max_seconds: float) -> Samples:
+    """A model's output as :meth:`VoiceEngine.speak` returns it: mono float32, at most
+    ``max_seconds`` long, in -1..1."""
+    samples = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    return np.clip(samples[: int(max_seconds * rate)], -1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class SpeechPreset:
     name: str

@@ -41,7 +41,14 @@ from transformers.models.vibevoice_acoustic_tokenizer.feature_extraction_vibevoi
 
 from kinema.engines.diffusion import resolve_device, resolve_dtype
 from kinema.engines.registry import LoadOptions
-from kinema.engines.speech import TINY_VIBEVOICE, Reference, Speech, SpeechCapabilities
+from kinema.engines.speech import (
+    TINY_VIBEVOICE,
+    Reference,
+    Speech,
+    SpeechCapabilities,
+    cut,
+    require_text,
+)
 from kinema.engines.tiny import build_once, seeded
 from kinema.engines.tokenizers import byte_level_qwen_tokenizer
 from kinema.media.audio import resample
@@ -195,8 +202,7 @@ class VibeVoiceEngine:
         *,
         seed: int | None = None,
     ) -> Speech:
-        if not text.strip():
-            raise ValueError("nothing to say: the line is empty")
+        require_text(text)
         limit = max(1, math.floor(max_seconds * self._frame_rate))
         wanted = math.ceil(estimate_seconds(Line(text, None, language)) * self._frame_rate)
         frames = min(limit, wanted)
@@ -220,13 +226,9 @@ class VibeVoiceEngine:
                 logits_processor=LogitsProcessorList([_FixedLength(prompt_length, frames, config)]),
                 **extra,
             )[0]
-        waveform = (
-            np.zeros(0, np.float32)
-            if audio is None
-            else audio.float().reshape(-1).cpu().numpy().astype(np.float32)
-        )
         rate = self.capabilities.sample_rate
-        waveform = np.clip(waveform[: int(max_seconds * rate)], -1.0, 1.0)
+        made = np.zeros(0, np.float32) if audio is None else audio.float().cpu().numpy()
+        waveform = cut(made, rate, max_seconds)
         return Speech(waveform, rate, {"frames": frames, "cloned": reference is not None})
 
     def _inputs(self, text: str, reference: Reference | None) -> BatchFeature:

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, cast
 
-import numpy as np
 import torch
 
 from kinema.engines.diffusion import resolve_device
@@ -37,6 +36,8 @@ from kinema.engines.speech import (
     Reference,
     Speech,
     SpeechCapabilities,
+    cut,
+    require_text,
 )
 from kinema.engines.weights import resolve
 from kinema.media.audio import resample
@@ -76,8 +77,7 @@ class VoxCPMEngine:
         seed: int | None = None,
     ) -> Speech:
         # The model reads the language from the text itself; ``language`` needs no switch.
-        if not text.strip():
-            raise ValueError("nothing to say: the line is empty")
+        require_text(text)
         rate = self.capabilities.sample_rate
         max_len = max(2, math.ceil(max_seconds * self._steps_per_s))
         with tempfile.TemporaryDirectory(prefix="kinema-voice-") as folder:
@@ -95,8 +95,7 @@ class VoxCPMEngine:
                     inference_timesteps=self._steps,
                     max_len=max_len,
                 )
-        samples = np.asarray(waveform, dtype=np.float32).reshape(-1)
-        samples = np.clip(samples[: int(max_seconds * rate)], -1.0, 1.0)
+        samples = cut(waveform, rate, max_seconds)
         return Speech(samples, rate, {"cloned": reference is not None, "max_len": max_len})
 
 
