@@ -229,7 +229,7 @@ def _video(
                 track = voicing.track(
                     spec.shots[index].script,
                     seconds,
-                    start_s=sum(s.duration_s for s in spec.shots[:index]),
+                    start_s=sum(shot_frames) / fps,  # the shots before this one
                     seed=job.seed or 0,
                     after_line=meter.check,
                 )
